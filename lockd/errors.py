@@ -1,0 +1,73 @@
+"""Every exception lockd raises, in one tree, so callers can catch by what they must do next.
+
+    LockdError                      (base; also a tooz.ToozError so tooz callers catch it)
+    ├── UsageError                  the caller's fault: bad name, URL or option (ValueError too; HTTP 422, exit 2)
+    ├── BackendError                etcd failed or is unreachable (tooz.ToozConnectionError; HTTP 503, exit 1)
+    │   └── BackendTimeout          no answer within request_timeout from any endpoint
+    ├── LockAcquireFailed           a lock could not be taken (also tooz's LockAcquireFailed)
+    ├── LockLost                    a held lock's lease ran out or the lock was broken while it was held
+    ├── SessionExpired              the session lease is gone; the next acquire starts a new session
+    └── TransitionConflict          a status was not in the expected set (``.current`` says what it is)
+"""
+
+from __future__ import annotations
+
+from tooz import ToozError
+from tooz.coordination import LockAcquireFailed as _ToozLockAcquireFailed
+from tooz.coordination import OperationTimedOut, ToozConnectionError
+
+
+class LockdError(ToozError):
+    """Base of every lockd error."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(LockdError, ValueError):
+    """The caller passed something lockd cannot accept; nothing was changed."""
+
+
+class BackendError(LockdError, ToozConnectionError):
+    """etcd answered with an error or could not be reached; the operation may not have happened."""
+
+    def __init__(self, message: str, endpoint: str | None = None) -> None:
+        super().__init__(f"{message} ({endpoint})" if endpoint else message)
+        self.endpoint = endpoint
+
+
+class BackendTimeout(BackendError, OperationTimedOut):
+    """No etcd endpoint answered in time; whether a write landed is unknown."""
+
+
+class LockAcquireFailed(LockdError, _ToozLockAcquireFailed):
+    """The lock was not taken (held elsewhere past the wait, or etcd failed); the guarded code did not run."""
+
+    def __init__(self, message: str, name: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class LockLost(LockdError):
+    """The lock stopped being ours while the guarded code ran: its work was not protected."""
+
+    def __init__(self, message: str, name: str | None = None, token: int | None = None) -> None:
+        super().__init__(message)
+        self.name = name
+        self.token = token
+
+
+class SessionExpired(LockdError):
+    """The session's lease expired or was revoked; locks taken on it are gone."""
+
+
+class TransitionConflict(LockdError):
+    """A compare-and-set found a status outside ``expected``; ``current`` is what it found (None = absent)."""
+
+    def __init__(self, message: str, current: str | None = None) -> None:
+        super().__init__(message)
+        self.current = current

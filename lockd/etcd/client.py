@@ -1,0 +1,397 @@
+"""The only code that talks to etcd: its v3 JSON gateway over persistent HTTP connections, with failover.
+
+Why not etcd3gw: about half of each etcd3gw call is `requests` overhead (see ANCHORS.md), and a lock
+acquire+release is two calls on the hot path. `http.client` with one kept-alive connection per thread and
+endpoint costs ~0.4 ms per call on loopback.
+
+Failover: one endpoint is current for the whole client. A connection failure, a timeout or a 5xx answer
+(etcd's "no leader", "request timed out") moves the client to the next endpoint and repeats the request
+there, once per endpoint. A repeated write may have landed the first time: callers that write make their
+writes idempotent or recognise their own result (see lock.py). Streaming watches on a failed endpoint are
+closed so their waiters re-read and re-watch through a live member.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import http.client
+import json
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from lockd.errors import BackendError, BackendTimeout
+from lockd.options import BackendOptions
+
+LOG = logging.getLogger(__name__)
+
+# gRPC codes that mean "this member cannot serve now, another may" (Unavailable, DeadlineExceeded, Aborted).
+_RETRY_ON_OTHER_MEMBER = {4, 10, 14}
+# gRPC NotFound: e.g. a lease that already expired.
+GRPC_NOT_FOUND = 5
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: str | None) -> bytes:
+    return base64.b64decode(text) if text else b""
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyValue:
+    key: bytes
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int
+
+    @classmethod
+    def from_json(cls, kv: dict[str, Any]) -> KeyValue:
+        return cls(
+            key=unb64(kv.get("key")),
+            value=unb64(kv.get("value")),
+            create_revision=int(kv.get("create_revision", 0)),
+            mod_revision=int(kv.get("mod_revision", 0)),
+            version=int(kv.get("version", 0)),
+            lease=int(kv.get("lease", 0)),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TxnResult:
+    succeeded: bool
+    revision: int
+    responses: list[dict[str, Any]]
+
+    def kvs(self, index: int) -> list[KeyValue]:
+        """The keys returned by the range at ``index`` of whichever branch ran."""
+        body = self.responses[index].get("response_range", {})
+        return [KeyValue.from_json(kv) for kv in body.get("kvs", [])]
+
+
+class EtcdRequestError(BackendError):
+    """etcd refused a request (a gRPC error code other than the ones worth a retry on another member)."""
+
+    def __init__(self, message: str, code: int, endpoint: str | None = None) -> None:
+        super().__init__(message, endpoint)
+        self.code = code
+
+
+# Builders for the txn's compare and operation objects, in the gateway's JSON shape.
+
+
+def cmp_create(key: bytes, revision: int, result: str = "EQUAL", end: bytes | None = None) -> dict[str, Any]:
+    c: dict[str, Any] = {"key": b64(key), "target": "CREATE", "result": result, "create_revision": str(revision)}
+    if end is not None:
+        c["range_end"] = b64(end)
+    return c
+
+
+def cmp_mod(key: bytes, revision: int, result: str = "EQUAL") -> dict[str, Any]:
+    return {"key": b64(key), "target": "MOD", "result": result, "mod_revision": str(revision)}
+
+
+def op_put(key: bytes, value: bytes, lease: int = 0) -> dict[str, Any]:
+    put: dict[str, Any] = {"key": b64(key), "value": b64(value)}
+    if lease:
+        put["lease"] = str(lease)
+    return {"request_put": put}
+
+
+def op_range(key: bytes, end: bytes | None = None, **options: Any) -> dict[str, Any]:
+    r: dict[str, Any] = {"key": b64(key), **options}
+    if end is not None:
+        r["range_end"] = b64(end)
+    return {"request_range": r}
+
+
+def op_delete(key: bytes, end: bytes | None = None) -> dict[str, Any]:
+    d: dict[str, Any] = {"key": b64(key)}
+    if end is not None:
+        d["range_end"] = b64(end)
+    return {"request_delete_range": d}
+
+
+class EtcdClient:
+    """A thread-safe etcd v3 gateway client over one or more members."""
+
+    def __init__(self, options: BackendOptions) -> None:
+        self.options = options
+        self._current = 0
+        self._local = threading.local()
+        self._ssl = self._ssl_context() if options.https else None
+        self._watches: set[DeleteWatchStream] = set()
+        self._watches_lock = threading.Lock()
+        self._closed = False
+
+    # -- connections ----------------------------------------------------------------------------------------
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=self.options.ca_cert)
+        if self.options.cert_cert:
+            ctx.load_cert_chain(self.options.cert_cert, self.options.cert_key)
+        return ctx
+
+    def endpoint_name(self, index: int | None = None) -> str:
+        host, port = self.options.endpoints[self._current if index is None else index]
+        return f"{self.options.scheme}://{host}:{port}"
+
+    def new_connection(self, index: int, timeout: float) -> http.client.HTTPConnection:
+        host, port = self.options.endpoints[index]
+        if self._ssl is not None:
+            return http.client.HTTPSConnection(host, port, timeout=timeout, context=self._ssl)
+        return http.client.HTTPConnection(host, port, timeout=timeout)
+
+    def _connection(self, index: int, timeout: float) -> http.client.HTTPConnection:
+        conns: dict[int, http.client.HTTPConnection] = self._local.__dict__.setdefault("conns", {})
+        conn = conns.get(index)
+        if conn is None:
+            conn = conns[index] = self.new_connection(index, timeout)
+        conn.timeout = timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        return conn
+
+    def _drop_connection(self, index: int) -> None:
+        conns = self._local.__dict__.get("conns", {})
+        conn = conns.pop(index, None)
+        if conn is not None:
+            conn.close()
+
+    def _fail_over(self, failed: int) -> None:
+        """Move the whole client off a member that did not answer, and wake waiters watching through it."""
+        if self._current == failed and len(self.options.endpoints) > 1:
+            self._current = (failed + 1) % len(self.options.endpoints)
+            LOG.warning("etcd %s failed; moving to %s", self.endpoint_name(failed), self.endpoint_name())
+        self.close_watches(endpoint=failed)
+
+    # -- requests -------------------------------------------------------------------------------------------
+
+    def call(self, path: str, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """POST ``/v3/<path>`` and return the decoded answer, trying every member once.
+
+        Raises:
+            BackendTimeout: no member answered within ``timeout`` (default: the request timeout).
+            BackendError: no member could be reached, or etcd refused the request (EtcdRequestError).
+        """
+        if self._closed:
+            raise BackendError("etcd client is closed")
+        timeout = self.options.request_timeout if timeout is None else timeout
+        payload = json.dumps(body).encode()
+        timed_out = False
+        last_error = "no endpoint"
+        for _ in range(len(self.options.endpoints)):
+            index = self._current
+            try:
+                return self._post(index, path, payload, timeout)
+            except (TimeoutError, socket.timeout) as exc:
+                timed_out, last_error = True, f"timed out after {timeout:g}s: {exc}"
+            except (OSError, http.client.HTTPException) as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+            except _RetryOnOtherMember as exc:
+                last_error = str(exc)
+            self._drop_connection(index)
+            self._fail_over(index)
+        where = ",".join(self.endpoint_name(i) for i in range(len(self.options.endpoints)))
+        if timed_out:
+            raise BackendTimeout(f"etcd did not answer /v3/{path}: {last_error}", where)
+        raise BackendError(f"etcd unreachable for /v3/{path}: {last_error}", where)
+
+    def _post(self, index: int, path: str, payload: bytes, timeout: float) -> dict[str, Any]:
+        conn = self._connection(index, timeout)
+        for attempt in (0, 1):
+            try:
+                conn.request("POST", "/v3/" + path, payload, {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                data = response.read()
+                break
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # A kept-alive connection the server closed while idle: reconnect once, same member.
+                self._drop_connection(index)
+                conn = self._connection(index, timeout)
+                if attempt:
+                    raise
+        answer = json.loads(data) if data else {}
+        if response.status == 200:
+            return answer
+        code = int(answer.get("code", 0))
+        message = answer.get("message") or answer.get("error") or f"HTTP {response.status}"
+        if response.status >= 500 and (code in _RETRY_ON_OTHER_MEMBER or code == 0):
+            raise _RetryOnOtherMember(f"{message} (HTTP {response.status})")
+        raise EtcdRequestError(f"etcd refused /v3/{path}: {message}", code, self.endpoint_name(index))
+
+    # -- kv -------------------------------------------------------------------------------------------------
+
+    def txn(
+        self,
+        compare: list[dict[str, Any]],
+        success: list[dict[str, Any]],
+        failure: list[dict[str, Any]] | None = None,
+        timeout: float | None = None,
+    ) -> TxnResult:
+        answer = self.call("kv/txn", {"compare": compare, "success": success, "failure": failure or []}, timeout)
+        return TxnResult(
+            succeeded=bool(answer.get("succeeded", False)),
+            revision=int(answer.get("header", {}).get("revision", 0)),
+            responses=answer.get("responses", []),
+        )
+
+    def range(self, key: bytes, end: bytes | None = None, **options: Any) -> tuple[list[KeyValue], int]:
+        """Keys in [key, end) (or just ``key``) and the store revision they were read at."""
+        body = op_range(key, end, **options)["request_range"]
+        answer = self.call("kv/range", body)
+        kvs = [KeyValue.from_json(kv) for kv in answer.get("kvs", [])]
+        return kvs, int(answer.get("header", {}).get("revision", 0))
+
+    def get(self, key: bytes) -> KeyValue | None:
+        kvs, _ = self.range(key)
+        return kvs[0] if kvs else None
+
+    def delete(self, key: bytes, end: bytes | None = None) -> int:
+        answer = self.call("kv/deleterange", op_delete(key, end)["request_delete_range"])
+        return int(answer.get("deleted", 0))
+
+    # -- leases ---------------------------------------------------------------------------------------------
+
+    def lease_grant(self, ttl: float) -> tuple[int, float]:
+        """A new lease; returns its id and the TTL etcd granted (it raises TTLs below its minimum)."""
+        answer = self.call("lease/grant", {"TTL": str(max(1, round(ttl)))})
+        if answer.get("error"):
+            raise BackendError(f"etcd refused a lease: {answer['error']}", self.endpoint_name())
+        return int(answer["ID"]), float(answer.get("TTL", ttl))
+
+    def lease_keepalive(self, lease_id: int, timeout: float | None = None) -> float:
+        """Refresh a lease; returns the TTL it has now, 0 if etcd no longer knows it."""
+        answer = self.call("lease/keepalive", {"ID": str(lease_id)}, timeout)
+        return float(answer.get("result", {}).get("TTL", 0))
+
+    def lease_revoke(self, lease_id: int, timeout: float | None = None) -> bool:
+        """Revoke a lease (deleting its keys); False if it was already gone."""
+        try:
+            self.call("lease/revoke", {"ID": str(lease_id)}, timeout)
+        except EtcdRequestError as exc:
+            if exc.code == GRPC_NOT_FOUND:
+                return False
+            raise
+        return True
+
+    def lease_time_to_live(self, lease_id: int) -> float:
+        """Seconds left on a lease, -1 if it is gone."""
+        answer = self.call("lease/timetolive", {"ID": str(lease_id)})
+        return float(answer.get("TTL", -1))
+
+    def leases(self) -> list[int]:
+        answer = self.call("lease/leases", {})
+        return [int(item["ID"]) for item in answer.get("leases", [])]
+
+    def cluster_status(self) -> dict[str, Any]:
+        return self.call("maintenance/status", {})
+
+    # -- watches --------------------------------------------------------------------------------------------
+
+    def watch_deletes(self, key: bytes, start_revision: int, timeout: float) -> DeleteWatchStream:
+        """Open a stream that reports the deletion of ``key`` at or after ``start_revision``."""
+        index = self._current
+        stream = DeleteWatchStream(self, index, key, start_revision, timeout)
+        with self._watches_lock:
+            self._watches.add(stream)
+        return stream
+
+    def close_watches(self, endpoint: int | None = None) -> None:
+        """Abort open watch streams (all, or those on one member) so their waiters re-check and re-watch."""
+        with self._watches_lock:
+            streams = [w for w in self._watches if endpoint is None or w.endpoint == endpoint]
+        for stream in streams:
+            stream.abort()
+
+    def _forget_watch(self, stream: DeleteWatchStream) -> None:
+        with self._watches_lock:
+            self._watches.discard(stream)
+
+    def close(self) -> None:
+        self._closed = True
+        self.close_watches()
+        self._drop_connection(self._current)
+
+
+class _RetryOnOtherMember(Exception):
+    pass
+
+
+class DeleteWatchStream:
+    """One streaming ``/v3/watch`` on one key, filtered to DELETE events.
+
+    ``wait()`` blocks until the key is deleted, the deadline passes, or another thread calls ``abort()``
+    (session lost, member failed). It never loops on a timer: the only wake-ups are etcd's events.
+    """
+
+    def __init__(self, client: EtcdClient, endpoint: int, key: bytes, start_revision: int, timeout: float) -> None:
+        self.client = client
+        self.endpoint = endpoint
+        self.key = key
+        self._aborted = False
+        self._conn = client.new_connection(endpoint, timeout)
+        body = {"create_request": {"key": b64(key), "start_revision": str(start_revision), "filters": ["NOPUT"]}}
+        try:
+            self._conn.request("POST", "/v3/watch", json.dumps(body).encode(), {"Content-Type": "application/json"})
+            self._response = self._conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise BackendError(f"cannot open a watch: {exc}", client.endpoint_name(endpoint)) from exc
+        if self._response.status != 200:
+            self.close()
+            raise BackendError(f"watch refused with HTTP {self._response.status}", client.endpoint_name(endpoint))
+
+    def _messages(self, deadline: float | None) -> Iterator[dict[str, Any]]:
+        while not self._aborted:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._conn.sock.settimeout(left)
+            else:
+                self._conn.sock.settimeout(None)
+            line = self._response.readline()
+            if not line:
+                return
+            yield json.loads(line)
+
+    def wait(self, deadline: float | None) -> str:
+        """Returns "deleted", "timeout" or "broken" (aborted, compacted or the connection failed: re-check)."""
+        try:
+            for message in self._messages(deadline):
+                result = message.get("result", {})
+                if result.get("canceled") or result.get("compact_revision"):
+                    return "broken"
+                if any(ev.get("type") == "DELETE" for ev in result.get("events", [])):
+                    return "deleted"
+            if deadline is not None and time.monotonic() >= deadline and not self._aborted:
+                return "timeout"
+            return "broken"
+        except (TimeoutError, socket.timeout):
+            return "timeout" if not self._aborted else "broken"
+        except (OSError, http.client.HTTPException, ValueError, AttributeError):
+            return "broken"
+        finally:
+            self.close()
+
+    def abort(self) -> None:
+        self._aborted = True
+        sock = self._conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.client._forget_watch(self)
+        self._conn.close()

@@ -1,0 +1,284 @@
+"""The lockd lock protocol: a fair, fenced mutex on etcd that stock tooz clients also respect.
+
+Theory of operation
+-------------------
+Keys (see lockd.etcd.keys):
+  ``/tooz/locks<name>``               exists while the lock is held, on the holder's session lease. This is
+                                      stock tooz's key, so tooz's ``etcd3+http`` clients and lockd exclude each
+                                      other. lockd's value is JSON naming the holder; tooz's is 16 random bytes.
+  ``/lockd/queue/<name>/<waiter>``    one per lockd waiter, on its session lease. Queue order = create_revision.
+
+Acquire:
+  1. One txn: if the lock key is absent *and* the queue is empty, put the lock key (uncontended: one round trip).
+     Otherwise put our queue key and read the queue and the lock key, all in the same txn.
+  2. If a waiter older than us exists, watch the newest older one for deletion (no herd: each waiter wakes
+     only when its predecessor leaves). If we are first but the key is held, watch the lock key.
+  3. Take: one txn "lock key absent, no older queue key, our queue key still there" -> put the lock key and
+     delete our queue key. On failure the same txn returns fresh state and we go back to 2.
+  A releasing worker that asks again finds the queue non-empty and queues at the back: FIFO among lockd
+  waiters. Stock tooz clients do not queue; they may take the key between two lockd holders.
+
+Fencing token: the lock key's create_revision. etcd revisions only grow, so each acquisition of a name gets
+a larger token than every earlier one. Release is "delete if create_revision == token", so a holder that lost
+its lock cannot delete its successor's.
+
+Ambiguity: the client repeats a request on another member after a timeout, so a put may land twice or a
+take may succeed without us seeing the answer. Queue keys are named by session lease and a per-acquire id
+(a repeated put keeps the original create_revision), and the holder value carries that id, so a retried
+txn that finds the lock key holding our id knows it is ours.
+
+Not guaranteed: mutual exclusion in real time against a holder paused past its lease (see lockd.session).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lockd.errors import BackendError, SessionExpired, UsageError
+from lockd.etcd import keys
+from lockd.etcd.client import KeyValue, TxnResult, cmp_create, op_delete, op_put, op_range
+from lockd.session import Session
+
+LOG = logging.getLogger(__name__)
+
+
+def validate_name(name: str | bytes) -> str:
+    """Lock names are 1..512 printable ASCII characters (Cinder's names are ASCII).
+
+    Raises:
+        UsageError (a ValueError): the name is empty, too long or has other characters.
+    """
+    if isinstance(name, bytes):
+        try:
+            name = name.decode("ascii")
+        except UnicodeDecodeError:
+            raise UsageError("lock name must be printable ASCII") from None
+    if not isinstance(name, str) or not name:
+        raise UsageError("lock name must be a non-empty string")
+    if len(name) > keys.MAX_NAME_LENGTH:
+        raise UsageError(f"lock name is {len(name)} characters; at most {keys.MAX_NAME_LENGTH} are allowed")
+    if not all(" " <= ch <= "~" for ch in name):
+        raise UsageError(f"lock name {name[:60]!r} must be printable ASCII")
+    return name
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lock, decoded from the lock key's value (None fields for a stock tooz holder)."""
+
+    member: str | None
+    host: str | None
+    pid: int | None
+    acquired_at: float | None
+    waiter: str | None
+
+    @classmethod
+    def decode(cls, value: bytes) -> Holder:
+        try:
+            data = json.loads(value)
+        except (ValueError, UnicodeDecodeError):
+            data = None
+        if not isinstance(data, dict) or "waiter" not in data:
+            return cls(None, None, None, None, None)  # a stock tooz holder: 16 random bytes
+        return cls(data.get("member"), data.get("host"), data.get("pid"), data.get("acquired_at"), data["waiter"])
+
+    @property
+    def is_lockd(self) -> bool:
+        return self.waiter is not None
+
+
+@dataclass
+class _State:
+    """What one txn told us: the queue (oldest first), the lock key, and the revision it was read at."""
+
+    queue: list[KeyValue]
+    lock: KeyValue | None
+    revision: int
+
+
+class Mutex:
+    """One lock name as seen by one acquirer. Not shared between threads: take one Mutex per caller."""
+
+    def __init__(self, name: str, session_provider: Callable[[], Session], member: str) -> None:
+        self.name = validate_name(name)
+        self.key = keys.lock_key(self.name)
+        self._queue_prefix = keys.queue_prefix(self.name)
+        self._queue_end = keys.range_end(self._queue_prefix)
+        self._sessions = session_provider
+        self._member = member
+        self.token: int | None = None
+        self.session: Session | None = None
+        self._guard = threading.Lock()
+
+    # -- public -----------------------------------------------------------------------------------------------
+
+    def acquire(self, blocking: bool | float = True) -> bool:
+        """Take the lock: ``blocking`` True waits forever, False tries once, a number waits that many seconds.
+
+        Returns True when held (``token`` is set), False when the wait ran out.
+        Raises:
+            UsageError: the lock is already held by this object (re-entry would deadlock).
+            BackendError: etcd could not be reached; nothing is held and no queue entry is left behind.
+        """
+        if self.held():
+            raise UsageError(f"lock {self.name!r} is already held by this object")
+        if blocking is True:
+            deadline = None
+        elif blocking is False or blocking is None:
+            deadline = time.monotonic()
+        else:
+            deadline = time.monotonic() + max(0.0, float(blocking))
+        while True:
+            session = self._sessions()
+            try:
+                if self._acquire_on(session, deadline, try_once=blocking is False):
+                    return True
+            except SessionExpired:
+                LOG.warning("session lost while waiting for %r; queueing again on a new session", self.name)
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    def release(self) -> bool:
+        """Delete the lock key if it is still ours. False when it was not (lost, broken, never held)."""
+        with self._guard:
+            token, session = self.token, self.session
+            self.token = self.session = None
+        if token is None or session is None:
+            return False
+        try:
+            result = session.client.txn([cmp_create(self.key, token)], [op_delete(self.key)])
+        except BackendError:
+            if session.alive():
+                session.defer_delete(self.key, token)
+            raise
+        if not result.succeeded:
+            LOG.warning("lock %r (token %d) was no longer ours at release", self.name, token)
+        return result.succeeded
+
+    def held(self) -> bool:
+        """Local view: acquired and its session lease still confirmed. No etcd round trip."""
+        session = self.session
+        return self.token is not None and session is not None and session.alive()
+
+    def is_still_owner(self) -> bool:
+        """Ask etcd whether the lock key is still the one we created (a force-break makes this False)."""
+        session, token = self.session, self.token
+        if token is None or session is None or not session.alive():
+            return False
+        try:
+            kv = session.client.get(self.key)
+        except BackendError:
+            return session.alive()  # etcd unreachable: the confirmed lease is the best evidence we have
+        return kv is not None and kv.create_revision == token
+
+    # -- protocol -----------------------------------------------------------------------------------------------
+
+    def _holder_value(self, waiter: str) -> bytes:
+        record = {
+            "member": self._member,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "acquired_at": time.time(),
+            "waiter": waiter,
+        }
+        return json.dumps(record, separators=(",", ":")).encode()
+
+    def _acquire_on(self, session: Session, deadline: float | None, try_once: bool) -> bool:
+        client = session.client
+        waiter = f"{session.lease_id:x}-{uuid.uuid4().hex[:16]}"
+        queue_key = keys.queue_key(self.name, waiter)
+        put_lock = op_put(self.key, self._holder_value(waiter), session.lease_id)
+        no_holder_no_queue = [cmp_create(self.key, 0), cmp_create(self._queue_prefix, 0, end=self._queue_end)]
+        read_lock = op_range(self.key)
+        if try_once:
+            result = client.txn(no_holder_no_queue, [put_lock], [read_lock])
+            if result.succeeded:
+                return self._won(session, result.revision)
+            lock = result.kvs(0)
+            return bool(lock) and self._won_if_mine(session, lock[0], waiter, None)
+
+        read_queue = op_range(self._queue_prefix, self._queue_end, keys_only=True, sort_target="CREATE")
+        result = client.txn(no_holder_no_queue, [put_lock], [op_put(queue_key, b"", session.lease_id), read_queue, read_lock])
+        if result.succeeded:
+            return self._won(session, result.revision)
+        state = _State(result.kvs(1), (result.kvs(2) or [None])[0], result.revision)
+        try:
+            return self._wait_in_queue(session, waiter, queue_key, state, deadline)
+        except BaseException:
+            self._leave_queue(session, queue_key)
+            raise
+
+    def _wait_in_queue(
+        self, session: Session, waiter: str, queue_key: bytes, state: _State, deadline: float | None
+    ) -> bool:
+        client = session.client
+        while True:
+            if state.lock is not None and self._won_if_mine(session, state.lock, waiter, queue_key):
+                return True
+            mine = next((kv for kv in state.queue if kv.key == queue_key), None)
+            if mine is None or not session.alive():
+                # Our queue entry went with the lease (or was removed by an operator): start over.
+                raise SessionExpired(f"queue entry for {self.name!r} is gone")
+            older = [kv for kv in state.queue if kv.create_revision < mine.create_revision]
+            if older or state.lock is not None:
+                watch_key = older[-1].key if older else self.key
+                if deadline is not None and time.monotonic() >= deadline:
+                    self._leave_queue(session, queue_key)
+                    return False
+                timeout = client.options.request_timeout
+                stream = client.watch_deletes(watch_key, state.revision + 1, timeout)
+                outcome = stream.wait(deadline)
+                if outcome == "timeout":
+                    self._leave_queue(session, queue_key)
+                    return False
+                if not session.alive():
+                    raise SessionExpired(f"session lost while waiting for {self.name!r}")
+            state = self._take(session, waiter, queue_key, mine.create_revision)
+            if state is None:
+                return True
+
+    def _take(self, session: Session, waiter: str, queue_key: bytes, my_revision: int) -> _State | None:
+        """The take txn; None when it won, else the fresh state it read instead."""
+        result: TxnResult = session.client.txn(
+            [
+                cmp_create(self.key, 0),
+                cmp_create(queue_key, my_revision),
+                # every queue key is at least as new as ours: nobody is ahead of us
+                cmp_create(self._queue_prefix, my_revision - 1, result="GREATER", end=self._queue_end),
+            ],
+            [op_put(self.key, self._holder_value(waiter), session.lease_id), op_delete(queue_key)],
+            [op_range(self._queue_prefix, self._queue_end, keys_only=True, sort_target="CREATE"), op_range(self.key)],
+        )
+        if result.succeeded:
+            self._won(session, result.revision)
+            return None
+        return _State(result.kvs(0), (result.kvs(1) or [None])[0], result.revision)
+
+    def _won(self, session: Session, token: int) -> bool:
+        with self._guard:
+            self.token, self.session = token, session
+        return True
+
+    def _won_if_mine(self, session: Session, lock: KeyValue, waiter: str, queue_key: bytes | None) -> bool:
+        """A lock key carrying our waiter id is ours: an earlier txn landed though its answer was lost."""
+        if Holder.decode(lock.value).waiter != waiter:
+            return False
+        if queue_key is not None:
+            self._leave_queue(session, queue_key)
+        return self._won(session, lock.create_revision)
+
+    def _leave_queue(self, session: Session, queue_key: bytes) -> None:
+        """Remove our queue entry; if etcd cannot be reached, the session removes it later."""
+        try:
+            session.client.delete(queue_key)
+        except BackendError:
+            if session.alive():
+                session.defer_delete(queue_key)
