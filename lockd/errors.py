@@ -1,13 +1,13 @@
 """Every exception lockd raises, in one tree, so callers can catch by what they must do next.
 
-    LockdError                      (base; also a tooz.ToozError so tooz callers catch it)
-    ├── UsageError                  the caller's fault: bad name, URL or option (ValueError too; HTTP 422, exit 2)
-    ├── BackendError                etcd failed or is unreachable (tooz.ToozConnectionError; HTTP 503, exit 1)
-    │   └── BackendTimeout          no answer within request_timeout from any endpoint
-    ├── LockAcquireFailed           a lock could not be taken (also tooz's LockAcquireFailed)
-    ├── LockLost                    a held lock's lease ran out or the lock was broken while it was held
-    ├── SessionExpired              the session lease is gone; the next acquire starts a new session
-    └── TransitionConflict          a status was not in the expected set (``.current`` says what it is)
+LockdError                      (base; also a tooz.ToozError so tooz callers catch it)
+├── UsageError                  the caller's fault: bad name, URL or option (ValueError too; HTTP 422, exit 2)
+├── BackendError                etcd failed or is unreachable (tooz.ToozConnectionError; HTTP 503, exit 1)
+│   └── BackendTimeout          no answer within request_timeout from any endpoint
+├── LockAcquireFailed           a lock could not be taken (also tooz's LockAcquireFailed)
+├── LockLost                    a held lock's lease ran out or the lock was broken while it was held
+├── SessionExpired              the session lease is gone; the next acquire starts a new session
+└── TransitionConflict          a status was not in the expected set (``.current`` says what it is)
 """
 
 from __future__ import annotations

@@ -206,7 +206,9 @@ class Mutex:
             return bool(lock) and self._won_if_mine(session, lock[0], waiter, None)
 
         read_queue = op_range(self._queue_prefix, self._queue_end, keys_only=True, sort_target="CREATE")
-        result = client.txn(no_holder_no_queue, [put_lock], [op_put(queue_key, b"", session.lease_id), read_queue, read_lock])
+        result = client.txn(
+            no_holder_no_queue, [put_lock], [op_put(queue_key, b"", session.lease_id), read_queue, read_lock]
+        )
         if result.succeeded:
             return self._won(session, result.revision)
         state = _State(result.kvs(1), (result.kvs(2) or [None])[0], result.revision)

@@ -141,4 +141,3 @@ def announced_backend_url(state_dir: Path | None = None) -> str | None:
     except OSError:
         return None
     return text or None
-

@@ -70,7 +70,12 @@ class Session:
 
     def _announce(self) -> None:
         """Write the member record the admin API lists; it lives and dies with the lease."""
-        record = {"member": self.member, "host": socket.gethostname(), "pid": os.getpid(), "started_at": self.started_at}
+        record = {
+            "member": self.member,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+        }
         self.client.call(
             "kv/put",
             op_put(keys.member_key(self.member), json.dumps(record).encode(), self.lease_id)["request_put"],

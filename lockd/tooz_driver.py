@@ -30,8 +30,9 @@ class LockdLock(locking.Lock):
     """A tooz lock with a fencing ``token``, FIFO waits and lease-loss awareness."""
 
     def __init__(self, driver: LockdDriver, name: str | bytes) -> None:
-        self._mutex = Mutex(name if isinstance(name, str) else name.decode("ascii", "replace"), driver.session,
-                            driver.member)
+        self._mutex = Mutex(
+            name if isinstance(name, str) else name.decode("ascii", "replace"), driver.session, driver.member
+        )
         super().__init__(name if isinstance(name, bytes) else name.encode("ascii"))
         self._driver = driver
 

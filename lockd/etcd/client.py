@@ -192,7 +192,7 @@ class EtcdClient:
             index = self._current
             try:
                 return self._post(index, path, payload, timeout)
-            except (TimeoutError, socket.timeout) as exc:
+            except TimeoutError as exc:
                 timed_out, last_error = True, f"timed out after {timeout:g}s: {exc}"
             except (OSError, http.client.HTTPException) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
@@ -376,7 +376,7 @@ class DeleteWatchStream:
             if deadline is not None and time.monotonic() >= deadline and not self._aborted:
                 return "timeout"
             return "broken"
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return "timeout" if not self._aborted else "broken"
         except (OSError, http.client.HTTPException, ValueError, AttributeError):
             return "broken"

@@ -1,0 +1,13 @@
+"""What Cinder driver code imports to take distributed locks and make fenced status transitions."""
+
+from drivers_shim.runtime import configure
+from drivers_shim.synchronized import synchronized
+from lockd.errors import LockAcquireFailed, LockLost, TransitionConflict
+
+__all__ = [
+    "LockAcquireFailed",
+    "LockLost",
+    "TransitionConflict",
+    "configure",
+    "synchronized",
+]

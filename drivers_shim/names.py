@@ -1,0 +1,41 @@
+"""Render lock names from cinder.coordination.synchronized templates: pure, sorted, de-duplicated."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from lockd.errors import UsageError
+from lockd.lock import validate_name
+
+
+def call_arguments(func: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The call's arguments by parameter name plus ``f_name``, as Cinder's templates see them."""
+    bound = inspect.signature(func).bind(*args, **kwargs)
+    bound.apply_defaults()
+    values = dict(bound.arguments)
+    for name, param in inspect.signature(func).parameters.items():
+        if param.kind is inspect.Parameter.VAR_KEYWORD:
+            values.update(values.pop(name, {}))
+    values["f_name"] = func.__name__
+    return values
+
+
+def render_names(templates: Iterable[str], values: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Format each template with ``values``; return the prefixed names sorted and de-duplicated.
+
+    Sorting gives every caller the same acquisition order, so two calls needing the same locks cannot
+    deadlock (Cinder does the same).
+
+    Raises:
+        UsageError: a template names an argument the call does not have, or renders to an invalid name.
+    """
+    names = set()
+    for template in templates:
+        try:
+            rendered = template.format(**values)
+        except (KeyError, AttributeError, IndexError, TypeError, ValueError) as exc:
+            raise UsageError(f"lock name template {template!r} cannot be rendered: {exc!r}") from None
+        names.add(validate_name(prefix + rendered))
+    return sorted(names)

@@ -1,0 +1,1 @@
+"""The ``lockd`` command line: one module per subcommand, exit codes in main.py."""

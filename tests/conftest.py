@@ -1,0 +1,73 @@
+"""Shared fixtures: one real etcd per test session on loopback, a unique lock name per test, leak checks."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import tooz.coordination
+
+from tests.etcd_process import EtcdMember
+
+# Child processes spawned by tests import tests.* helpers; make the repo root importable for them.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")) if p
+)
+
+
+@pytest.fixture(scope="session")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdMember]:
+    """A single-member etcd on free loopback ports, for the whole test session."""
+    member = EtcdMember("solo", tmp_path_factory.mktemp("etcd") / "data")
+    member.start()
+    yield member
+    member.stop()
+
+
+@pytest.fixture
+def etcd_url(etcd: EtcdMember) -> str:
+    """The lockd URL of the session etcd (short lease so expiry tests stay quick)."""
+    if not etcd.running():
+        etcd.start()
+    return f"lockd+etcd3+http://{etcd.endpoint}?lease_ttl=3&timeout=2"
+
+
+@pytest.fixture
+def stock_url(etcd: EtcdMember) -> str:
+    """Stock tooz's etcd3gw URL on the same etcd, for interop tests and controls."""
+    return f"etcd3+http://{etcd.endpoint}?timeout=5&lock_timeout=3"
+
+
+@pytest.fixture
+def lock_name() -> str:
+    """A fresh lock name per test: ``/tooz/locks`` is one shared prefix, so tests isolate by name."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def coordinator(etcd_url: str) -> Iterator[tooz.coordination.CoordinationDriver]:
+    coord = tooz.coordination.get_coordinator(etcd_url, f"test-{uuid.uuid4().hex[:8]}".encode())
+    coord.start(start_heart=True)
+    yield coord
+    if coord.is_started:
+        coord.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves lockd keepalive threads running (a coordinator it never stopped)."""
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    leaked = [
+        t.name for t in threading.enumerate()
+        if t.ident not in before and t.name.startswith("lockd-keepalive") and t.is_alive()
+    ]
+    for t in threading.enumerate():
+        if t.name in leaked:
+            t.join(timeout=2)
+    still = [t.name for t in threading.enumerate() if t.name in leaked and t.is_alive()]
+    assert not still, f"test left lockd sessions running: {still}"
