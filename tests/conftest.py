@@ -63,7 +63,8 @@ def no_leaked_threads() -> Iterator[None]:
     before = {t.ident for t in threading.enumerate()}
     yield
     leaked = [
-        t.name for t in threading.enumerate()
+        t.name
+        for t in threading.enumerate()
         if t.ident not in before and t.name.startswith("lockd-keepalive") and t.is_alive()
     ]
     for t in threading.enumerate():

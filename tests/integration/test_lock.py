@@ -1,0 +1,201 @@
+"""The lockd lock protocol on a real etcd: exclusion, tokens, FIFO, timeouts, leases, crashes, lease loss."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+import pytest
+import tooz.coordination
+
+from lockd.errors import BackendError
+from lockd.etcd import keys
+from lockd.etcd.client import EtcdClient
+from lockd.options import parse_backend_url
+from tests.procs import Worker, wait_until
+
+
+def etcd_client(url: str) -> EtcdClient:
+    return EtcdClient(parse_backend_url(url))
+
+
+def queue_len(url: str, name: str) -> int:
+    prefix = keys.queue_prefix(name)
+    kvs, _ = etcd_client(url).range(prefix, keys.range_end(prefix), keys_only=True)
+    return len(kvs)
+
+
+def test_second_lock_object_is_excluded_and_gets_a_larger_token(coordinator, lock_name) -> None:
+    first, second = coordinator.get_lock(lock_name), coordinator.get_lock(lock_name)
+    assert first.acquire()
+    assert not second.acquire(blocking=False)
+    assert not second.acquire(blocking=0.2)
+    token = first.token
+    assert first.release()
+    assert second.acquire(blocking=False)
+    assert second.token > token
+    assert second.release()
+
+
+def test_tokens_strictly_increase_across_acquisitions(coordinator, lock_name) -> None:
+    lock = coordinator.get_lock(lock_name)
+    tokens = []
+    for _ in range(5):
+        assert lock.acquire()
+        tokens.append(lock.token)
+        lock.release()
+    assert tokens == sorted(set(tokens))
+
+
+def test_release_of_a_lock_not_held_returns_false(coordinator, lock_name) -> None:
+    assert coordinator.get_lock(lock_name).release() is False
+
+
+def test_reacquire_by_the_same_object_is_refused(coordinator, lock_name) -> None:
+    lock = coordinator.get_lock(lock_name)
+    assert lock.acquire()
+    with pytest.raises(ValueError, match="already held"):
+        lock.acquire(blocking=False)
+    lock.release()
+
+
+def test_waiters_are_served_in_arrival_order(coordinator, etcd_url, lock_name) -> None:
+    holder = coordinator.get_lock(lock_name)
+    assert holder.acquire()
+    order: list[int] = []
+    threads = []
+    for i in range(5):
+        lock = coordinator.get_lock(lock_name)
+
+        def wait(i: int = i, lock=lock) -> None:
+            assert lock.acquire(blocking=30)
+            order.append(i)
+            lock.release()
+
+        t = threading.Thread(target=wait)
+        t.start()
+        threads.append(t)
+        # the next waiter starts only once this one is queued, so arrival order is known
+        assert wait_until(lambda i=i: queue_len(etcd_url, lock_name) == i + 1, 10)
+    holder.release()
+    for t in threads:
+        t.join(30)
+    assert order == [0, 1, 2, 3, 4]
+
+
+def test_releasing_worker_that_asks_again_goes_behind_waiters(coordinator, etcd_url, lock_name) -> None:
+    a, b = coordinator.get_lock(lock_name), coordinator.get_lock(lock_name)
+    assert a.acquire()
+    got: list[str] = []
+    t = threading.Thread(target=lambda: (b.acquire(blocking=30), got.append("b"), b.release()))
+    t.start()
+    assert wait_until(lambda: queue_len(etcd_url, lock_name) == 1, 10)
+    a.release()
+    assert a.acquire(blocking=30)
+    got.append("a")
+    a.release()
+    t.join(30)
+    assert got == ["b", "a"]
+
+
+def test_timed_out_wait_leaves_no_queue_entry(coordinator, etcd_url, lock_name) -> None:
+    holder, waiter = coordinator.get_lock(lock_name), coordinator.get_lock(lock_name)
+    assert holder.acquire()
+    assert waiter.acquire(blocking=0.3) is False
+    assert waiter.acquire(blocking=False) is False
+    assert queue_len(etcd_url, lock_name) == 0
+    holder.release()
+
+
+def test_one_lease_per_coordinator_however_many_acquisitions(coordinator, etcd_url, lock_name) -> None:
+    client = etcd_client(etcd_url)
+    lock, other = coordinator.get_lock(lock_name), coordinator.get_lock(lock_name)
+    assert lock.acquire()
+    before = set(client.leases())
+    for _ in range(3):
+        other.acquire(blocking=0.05)  # failed attempts
+    lock.release()
+    for _ in range(50):
+        lock.acquire()
+        lock.release()
+    assert set(client.leases()) - before == set()
+    assert coordinator.session().lease_id in before
+
+
+def test_stop_releases_locks_and_revokes_the_lease(etcd_url, lock_name) -> None:
+    coord = tooz.coordination.get_coordinator(etcd_url, b"stopper")
+    coord.start()
+    lock = coord.get_lock(lock_name)
+    assert lock.acquire()
+    lease = lock.session.lease_id
+    coord.stop()
+    client = etcd_client(etcd_url)
+    assert client.get(keys.lock_key(lock_name)) is None
+    assert lease not in client.leases()
+
+
+def test_sigterm_of_holder_frees_the_lock_at_once(etcd_url, lock_name) -> None:
+    """Python's default SIGTERM skips atexit; lockd installs a handler so the lease is revoked on the way out."""
+    worker = Worker(etcd_url, lock_name)
+    assert worker.event()["event"] == "acquired"
+    worker.signal(signal.SIGTERM)
+    worker.wait()
+    assert etcd_client(etcd_url).get(keys.lock_key(lock_name)) is None
+
+
+def test_sigkilled_holder_frees_the_lock_after_its_lease(coordinator, etcd_url, lock_name) -> None:
+    worker = Worker(etcd_url, lock_name)
+    assert worker.event()["event"] == "acquired"
+    lock = coordinator.get_lock(lock_name)
+    assert not lock.acquire(blocking=False)
+    worker.kill()
+    # lease_ttl is 3 s in etcd_url; the wait bound is generous (TTL + election + slack), not a speed target
+    assert lock.acquire(blocking=15)
+    lock.release()
+
+
+def test_lease_lost_while_held_is_noticed(coordinator, etcd_url, lock_name) -> None:
+    lock = coordinator.get_lock(lock_name)
+    assert lock.acquire()
+    fired = threading.Event()
+    lock.on_lost(fired.set)
+    etcd_client(etcd_url).lease_revoke(lock.session.lease_id)
+    assert lock.is_still_owner() is False
+    assert fired.wait(10), "lease-loss listener did not fire"
+    assert lock.session.lost.is_set()
+    assert lock.token is None
+    assert lock.release() is False
+    # the next acquire starts a new session
+    again = coordinator.get_lock(lock_name)
+    assert again.acquire(blocking=5)
+    again.release()
+
+
+def test_unreachable_etcd_raises_a_tooz_connection_error() -> None:
+    from tests.etcd_process import free_port
+
+    coord = tooz.coordination.get_coordinator(f"lockd+etcd3+http://127.0.0.1:{free_port()}?timeout=0.5", b"nobody")
+    with pytest.raises(tooz.coordination.ToozConnectionError):
+        coord.start()
+    with pytest.raises(BackendError):
+        coord.start()
+
+
+def test_bad_names_are_value_errors(coordinator) -> None:
+    for name in ["", "x" * 513, "vol-é", "a\nb"]:
+        with pytest.raises(ValueError):
+            coordinator.get_lock(name)
+
+
+def test_a_lock_broken_by_an_operator_is_no_longer_owned(coordinator, etcd_url, lock_name) -> None:
+    lock = coordinator.get_lock(lock_name)
+    assert lock.acquire()
+    etcd_client(etcd_url).delete(keys.lock_key(lock_name))
+    assert lock.is_still_owner() is False
+    assert lock.release() is False
+
+
+def test_unique_member_keys_live_on_the_session_lease(coordinator, etcd_url) -> None:
+    member = coordinator._member_id.decode()
+    kv = etcd_client(etcd_url).get(keys.member_key(member))
+    assert kv is not None and kv.lease == coordinator.session().lease_id
