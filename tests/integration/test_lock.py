@@ -199,3 +199,15 @@ def test_unique_member_keys_live_on_the_session_lease(coordinator, etcd_url) -> 
     member = coordinator._member_id.decode()
     kv = etcd_client(etcd_url).get(keys.member_key(member))
     assert kv is not None and kv.lease == coordinator.session().lease_id
+
+
+def test_group_membership_rides_on_the_session_lease(coordinator, etcd_url, lock_name) -> None:
+    """tooz groups come from the stock driver, but must not grant a second lease per process."""
+    group = lock_name.encode()
+    coordinator.create_group(group).get()
+    coordinator.join_group(group, b"caps").get()
+    assert coordinator.get_members(group).get() == {coordinator._member_id}
+    member_key = b"tooz/groups/" + group + b"/" + coordinator._member_id
+    kv = etcd_client(etcd_url).get(member_key)
+    assert kv is not None and kv.lease == coordinator.session().lease_id
+    coordinator.leave_group(group).get()
