@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 from lockd.errors import BackendError, SessionExpired, UsageError
 from lockd.etcd import keys
-from lockd.etcd.client import KeyValue, TxnResult, cmp_create, op_delete, op_put, op_range
+from lockd.etcd.client import KeyValue, TxnResult, cmp_create, cmp_value, op_delete, op_put, op_range
 from lockd.session import Session
 
 LOG = logging.getLogger(__name__)
@@ -117,6 +117,7 @@ class Mutex:
         self.token: int | None = None
         self.session: Session | None = None
         self._guard = threading.Lock()
+        self._sent_values: list[bytes] = []
 
     # -- public -----------------------------------------------------------------------------------------------
 
@@ -157,7 +158,7 @@ class Mutex:
             result = session.client.txn([cmp_create(self.key, token)], [op_delete(self.key)])
         except BackendError:
             if session.alive():
-                session.defer_delete(self.key, token)
+                session.defer_delete(self.key, [cmp_create(self.key, token)])
             raise
         if not result.succeeded:
             LOG.warning("lock %r (token %d) was no longer ours at release", self.name, token)
@@ -182,6 +183,7 @@ class Mutex:
     # -- protocol -----------------------------------------------------------------------------------------------
 
     def _holder_value(self, waiter: str) -> bytes:
+        """The lock key's value for one put; remembered so an unanswered put can be undone."""
         record = {
             "member": self._member,
             "host": socket.gethostname(),
@@ -189,12 +191,26 @@ class Mutex:
             "acquired_at": time.time(),
             "waiter": waiter,
         }
-        return json.dumps(record, separators=(",", ":")).encode()
+        value = json.dumps(record, separators=(",", ":")).encode()
+        self._sent_values.append(value)
+        return value
 
     def _acquire_on(self, session: Session, deadline: float | None, try_once: bool) -> bool:
-        client = session.client
         waiter = f"{session.lease_id:x}-{uuid.uuid4().hex[:16]}"
         queue_key = keys.queue_key(self.name, waiter)
+        self._sent_values = []
+        try:
+            return self._try_or_wait(session, waiter, queue_key, deadline, try_once)
+        except BaseException:
+            # An error (etcd unreachable, a timeout whose write may still land, an interrupt) must not leave
+            # a lock key or queue entry behind that nobody will release while the session lives on.
+            self._abandon(session, queue_key)
+            raise
+
+    def _try_or_wait(
+        self, session: Session, waiter: str, queue_key: bytes, deadline: float | None, try_once: bool
+    ) -> bool:
+        client = session.client
         put_lock = op_put(self.key, self._holder_value(waiter), session.lease_id)
         no_holder_no_queue = [cmp_create(self.key, 0), cmp_create(self._queue_prefix, 0, end=self._queue_end)]
         read_lock = op_range(self.key)
@@ -212,11 +228,7 @@ class Mutex:
         if result.succeeded:
             return self._won(session, result.revision)
         state = _State(result.kvs(1), (result.kvs(2) or [None])[0], result.revision)
-        try:
-            return self._wait_in_queue(session, waiter, queue_key, state, deadline)
-        except BaseException:
-            self._leave_queue(session, queue_key)
-            raise
+        return self._wait_in_queue(session, waiter, queue_key, state, deadline)
 
     def _wait_in_queue(
         self, session: Session, waiter: str, queue_key: bytes, state: _State, deadline: float | None
@@ -276,6 +288,20 @@ class Mutex:
         if queue_key is not None:
             self._leave_queue(session, queue_key)
         return self._won(session, lock.create_revision)
+
+    def _abandon(self, session: Session, queue_key: bytes) -> None:
+        """Undo a failed attempt: our queue entry, and the lock key if one of our puts landed unanswered."""
+        with self._guard:
+            if self.token is not None:
+                return  # the attempt won after all; the caller holds the lock
+        self._leave_queue(session, queue_key)
+        for value in self._sent_values:
+            guard = [cmp_value(self.key, value)]
+            try:
+                session.client.txn(guard, [op_delete(self.key)])
+            except BackendError:
+                if session.alive():
+                    session.defer_delete(self.key, guard)
 
     def _leave_queue(self, session: Session, queue_key: bytes) -> None:
         """Remove our queue entry; if etcd cannot be reached, the session removes it later."""

@@ -33,10 +33,11 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from typing import Any
 
 from lockd.errors import BackendError, SessionExpired
 from lockd.etcd import keys
-from lockd.etcd.client import EtcdClient, cmp_create, op_delete, op_put
+from lockd.etcd.client import EtcdClient, op_delete, op_put
 
 LOG = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class Session:
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._listeners: list[Callable[[], None]] = []
-        self._deferred: dict[bytes, int | None] = {}  # key -> create_revision (None: any) still to delete
+        self._deferred: list[tuple[bytes, list[dict[str, Any]]]] = []  # (key, compares) still to delete
         self._mutex = threading.Lock()
         # A lease must be refreshed before it runs out; 1 s is etcd's floor anyway.
         self.lease_id, self.ttl = client.lease_grant(max(lease_ttl, 1.0))
@@ -105,13 +106,13 @@ class Session:
                 return
         callback()
 
-    def defer_delete(self, key: bytes, create_revision: int | None = None) -> None:
-        """Delete ``key`` (only the one created at ``create_revision``, if given) once etcd answers again.
+    def defer_delete(self, key: bytes, guard: list[dict[str, Any]] | None = None) -> None:
+        """Delete ``key`` (only while the ``guard`` compares hold, if given) once etcd answers again.
 
-        A release or queue cleanup that failed must not leave the key behind on a lease that stays alive.
+        A release or cleanup that failed must not leave a key behind on a lease that stays alive.
         """
         with self._mutex:
-            self._deferred[key] = create_revision
+            self._deferred.append((key, guard or []))
 
     # -- keepalive ------------------------------------------------------------------------------------------
 
@@ -148,17 +149,14 @@ class Session:
 
     def _flush_deferred(self) -> None:
         with self._mutex:
-            pending = dict(self._deferred)
-        for key, revision in pending.items():
+            pending, self._deferred = self._deferred, []
+        for i, (key, guard) in enumerate(pending):
             try:
-                if revision is None:
-                    self.client.delete(key)
-                else:
-                    self.client.txn([cmp_create(key, revision)], [op_delete(key)])
+                self.client.txn(guard, [op_delete(key)])
             except BackendError:
+                with self._mutex:
+                    self._deferred.extend(pending[i:])
                 return
-            with self._mutex:
-                self._deferred.pop(key, None)
 
     def _mark_lost(self, reason: str) -> None:
         with self._mutex:

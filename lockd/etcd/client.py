@@ -95,6 +95,10 @@ def cmp_create(key: bytes, revision: int, result: str = "EQUAL", end: bytes | No
     return c
 
 
+def cmp_value(key: bytes, value: bytes) -> dict[str, Any]:
+    return {"key": b64(key), "target": "VALUE", "result": "EQUAL", "value": b64(value)}
+
+
 def cmp_mod(key: bytes, revision: int, result: str = "EQUAL") -> dict[str, Any]:
     return {"key": b64(key), "target": "MOD", "result": result, "mod_revision": str(revision)}
 
