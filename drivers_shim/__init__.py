@@ -2,6 +2,7 @@
 
 from drivers_shim.runtime import configure
 from drivers_shim.synchronized import synchronized
+from drivers_shim.transition import transition
 from lockd.errors import LockAcquireFailed, LockLost, TransitionConflict
 
 __all__ = [
@@ -10,4 +11,5 @@ __all__ = [
     "TransitionConflict",
     "configure",
     "synchronized",
+    "transition",
 ]

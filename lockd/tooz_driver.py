@@ -42,6 +42,11 @@ class LockdLock(locking.Lock):
         return self._mutex.token if self._mutex.held() else None
 
     @property
+    def key(self) -> bytes:
+        """The etcd key this lock holds (``/tooz/locks`` + name): fencing compares its create_revision."""
+        return self._mutex.key
+
+    @property
     def acquired(self) -> bool:
         return self._mutex.held()
 

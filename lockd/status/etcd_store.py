@@ -1,0 +1,197 @@
+"""Statuses in etcd, next to the locks: one key per resource, changed only by a compare-and-swap txn.
+
+Theory of operation
+-------------------
+Key: ``/lockd/status/<kind>/<id>`` (lockd.etcd.keys.status_key, both parts percent-quoted). Value: JSON
+``{"status": S, "fence": T, "history": [...]}`` where ``fence`` is the highest fencing token any write to
+this resource carried and ``history`` the last HISTORY_KEEP transitions, so one put changes all three at once.
+
+compare_and_set:
+  1. Read the key (value + mod_revision). If its status is not in ``expected``, answer CONFLICT; if the
+     caller's token is below ``fence``, answer FENCED. No write happens.
+  2. One txn: compare the key's mod_revision with what we read (0 = still absent) and, for a lock object,
+     compare the lock key's create_revision with the lock's token (the lock is still held by that
+     acquisition); then put the new value. On failure the same txn returns the key (and the lock key), so a
+     lost race costs no extra read: a NOT_OWNER answer, or back to the checks of step 1 with fresh data.
+  A loser of a race: two round trips, since the winner's status is no longer in ``expected``; only a race
+  among writes that all leave the status inside ``expected`` retries.
+
+Read cache: the store remembers the last value and mod_revision it read or wrote per key (bounded). When the
+remembered status is in ``expected`` and the fence passes, step 1's read is skipped: the txn's mod_revision
+compare proves the guess right, and a wrong guess costs nothing extra because the failed txn returns the
+fresh key. Refusals are only ever answered from fresh data. So a process moving its own resources pays one
+round trip per transition.
+
+The txn only *compares* the lock key: nothing is ever written under ``/tooz/locks``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Collection
+from typing import Any
+
+from lockd.errors import BackendError
+from lockd.etcd import keys
+from lockd.etcd.client import EtcdClient, KeyValue, cmp_create, cmp_mod, op_put, op_range
+from lockd.status.model import (
+    CONFLICT,
+    FENCED,
+    HISTORY_KEEP,
+    NOT_OWNER,
+    Fence,
+    Result,
+    check_expected,
+    check_fence,
+    check_limit,
+    check_resource,
+    check_status,
+    check_who,
+    history_entry,
+)
+
+#: A race that keeps leaving the status inside ``expected`` is retried at most this often.
+MAX_ATTEMPTS = 64
+#: Keys whose last seen value the store remembers (see "Read cache").
+CACHE_SIZE = 4096
+_UNKNOWN = object()
+
+
+def _decode(kv: KeyValue | None) -> dict[str, Any] | None:
+    if kv is None:
+        return None
+    try:
+        record = json.loads(kv.value)
+    except (ValueError, UnicodeDecodeError):
+        record = None
+    if not isinstance(record, dict) or not isinstance(record.get("status"), str):
+        raise BackendError(f"status record {kv.key!r} is not lockd's JSON; refusing to overwrite it")
+    return record
+
+
+def _status_of(kv: KeyValue | None) -> str | None:
+    record = _decode(kv)
+    return None if record is None else record["status"]
+
+
+class EtcdStatusStore:
+    """The default status store. ``owns_client``: close() also closes the client (else the caller's)."""
+
+    def __init__(self, client: EtcdClient, owns_client: bool = False) -> None:
+        self.client = client
+        self._owns_client = owns_client
+        self._known: dict[bytes, KeyValue | None] = {}
+        self._known_lock = threading.Lock()
+
+    def _remember(self, key: bytes, kv: KeyValue | None) -> KeyValue | None:
+        with self._known_lock:
+            self._known.pop(key, None)
+            if len(self._known) >= CACHE_SIZE:
+                del self._known[next(iter(self._known))]
+            self._known[key] = kv
+        return kv
+
+    def _read(self, key: bytes) -> KeyValue | None:
+        return self._remember(key, self.client.get(key))
+
+    def _guess(self, key: bytes, wanted: frozenset[str | None], fence: Fence | None) -> KeyValue | None | object:
+        """The remembered key if it would pass the checks (so a txn is worth trying on it), else _UNKNOWN."""
+        kv = self._known.get(key, _UNKNOWN)
+        if kv is _UNKNOWN:
+            return kv
+        try:
+            record = _decode(kv)  # type: ignore[arg-type]
+        except BackendError:
+            return _UNKNOWN
+        if (None if record is None else record["status"]) not in wanted:
+            return _UNKNOWN
+        if fence is not None and fence.token < ((record or {}).get("fence") or 0):
+            return _UNKNOWN
+        return kv
+
+    def get_record(self, kind: str, id: str) -> tuple[str, int] | None:
+        """(status, mod_revision) of the resource, None if it has no status."""
+        kv = self._read(keys.status_key(*check_resource(kind, id)))
+        status = _status_of(kv)
+        return None if kv is None or status is None else (status, kv.mod_revision)
+
+    def history(self, kind: str, id: str, limit: int = HISTORY_KEEP) -> list[dict[str, Any]]:
+        """The last ``limit`` transitions (at most HISTORY_KEEP), newest first."""
+        limit = check_limit(limit)
+        record = _decode(self._read(keys.status_key(*check_resource(kind, id))))
+        entries = [] if record is None else list(record.get("history", []))
+        return entries[::-1][:limit]
+
+    def compare_and_set(
+        self,
+        kind: str,
+        id: str,
+        expected: Collection[str | None],
+        new: str,
+        fence: Any = None,
+        who: str | None = None,
+    ) -> Result:
+        """Set ``new`` if the status is in ``expected`` (and the fence holds), atomically; see the module doc.
+
+        Raises:
+            UsageError: bad input; nothing was written.
+            BackendError: etcd failed; the write may or may not have landed (read it back to know).
+        """
+        key = keys.status_key(*check_resource(kind, id))
+        wanted = check_expected(expected)
+        new = check_status(new, "new status")
+        fenced = check_fence(fence)
+        who = check_who(who)
+        if fenced is not None and fenced.token == 0:
+            kv = self._read(key)
+            return Result(False, _status_of(kv), kv.mod_revision if kv else 0, NOT_OWNER)
+        guess = self._guess(key, wanted, fenced)
+        kv = self._read(key) if guess is _UNKNOWN else guess
+        for _ in range(MAX_ATTEMPTS):
+            answer = self._attempt(key, kv, wanted, new, fenced, who)
+            if isinstance(answer, Result):
+                return answer
+            kv = answer
+        raise BackendError(f"status of {kind}/{id} kept changing within {sorted(map(str, wanted))}; gave up")
+
+    def _attempt(
+        self, key: bytes, kv: KeyValue | None, wanted: frozenset[str | None], new: str, fence: Fence | None, who: str
+    ) -> Result | KeyValue | None:
+        """One check-and-txn step: a final Result, or the fresh key (None = absent) to try again with."""
+        record = _decode(kv)
+        current = None if record is None else record["status"]
+        revision = kv.mod_revision if kv is not None else 0
+        if current not in wanted:
+            return Result(False, current, revision, CONFLICT)
+        highest = (record or {}).get("fence") or 0
+        if fence is not None and fence.token < highest:
+            return Result(False, current, revision, FENCED)
+        history = list((record or {}).get("history", []))
+        history.append(history_entry(who, round(time.time(), 3), current, new, fence.token if fence else None))
+        token = max(highest, fence.token if fence else 0) or None
+        record = {"status": new, "fence": token, "history": history[-HISTORY_KEEP:]}
+        value = json.dumps(record, separators=(",", ":")).encode()
+        compare = [cmp_mod(key, revision)]
+        failure = [op_range(key)]
+        if fence is not None and fence.key is not None:
+            compare.append(cmp_create(fence.key, fence.token))
+            failure.append(op_range(fence.key, keys_only=True))
+        result = self.client.txn(compare, [op_put(key, value)], failure)
+        if result.succeeded:
+            self._remember(key, KeyValue(key, value, 0, result.revision, 0, 0))
+            return Result(True, new, result.revision)
+        fresh = self._remember(key, (result.kvs(0) or [None])[0])
+        if fresh is not None and fresh.value == value:
+            # Our own write: the client repeated the txn on another member after losing the first answer.
+            return Result(True, new, fresh.mod_revision)
+        if fence is not None and fence.key is not None:
+            lock = (result.kvs(1) or [None])[0]
+            if lock is None or lock.create_revision != fence.token:
+                return Result(False, _status_of(fresh), fresh.mod_revision if fresh else 0, NOT_OWNER)
+        return fresh
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
