@@ -1,0 +1,100 @@
+"""Interpreter-start hook: with ``LOCKD_PATCH_LOCKUTILS=1``, patch oslo lockutils as soon as it is imported.
+
+Run by ``lockd_lockutils_patch.pth`` (installed into site-packages with lockd), whose one line only imports
+this module when the variable is set, so every other Python process pays one dictionary lookup.
+
+Why an import hook and not an import: importing oslo.concurrency, tooz or lockd at interpreter start would
+run before the program's own start-up (Cinder monkey-patches with eventlet first) and would slow every Python
+process on the host. Instead a meta-path finder waits for ``oslo_concurrency.lockutils``, lets it load, and
+patches it before the importer gets it back, so no driver can bind the original ``external_lock``.
+
+This module must never break interpreter start: every failure becomes one line on stderr, and lockutils then
+keeps its file locks (host-local, as without the hook).
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+import types
+from collections.abc import Sequence
+
+TARGET = "oslo_concurrency.lockutils"
+ENV_VAR = "LOCKD_PATCH_LOCKUTILS"
+TRUE_VALUES = ("1", "true", "yes", "on")
+
+
+def _warn(message: str) -> None:
+    try:
+        sys.stderr.write(f"lockd: LOCKD_PATCH_LOCKUTILS: {message}\n")
+    except Exception:  # no usable stderr (daemons): stay silent rather than fail
+        pass
+
+
+def _patch(module: types.ModuleType) -> None:
+    try:
+        from drivers_shim.lockutils_patch import patch_lockutils
+
+        patch_lockutils(module)
+    except Exception as exc:  # a broken lockd install must not take the driver down with it
+        _warn(f"could not patch oslo lockutils, its external locks stay host-local file locks: {exc!r}")
+
+
+class _PatchingLoader(importlib.abc.Loader):
+    """Wraps lockutils' real loader: run the module, then patch it."""
+
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        # Hand the module its real loader back first: get_source(), reload() and resources keep working.
+        module.__loader__ = self._loader
+        if module.__spec__ is not None:
+            module.__spec__.loader = self._loader
+        self._loader.exec_module(module)
+        _patch(module)
+
+
+class _LockutilsFinder(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: it only swaps the loader of lockutils' real spec, once."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: types.ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != TARGET:
+            return None
+        _remove_finder()
+        for finder in sys.meta_path:
+            find_spec = getattr(finder, "find_spec", None)
+            if find_spec is None:
+                continue
+            spec = find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _PatchingLoader(spec.loader)
+                return spec
+        return None
+
+
+def _remove_finder() -> None:
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _LockutilsFinder)]
+
+
+def install() -> None:
+    """Patch lockutils now if it is loaded, else when it is first imported; no-op unless the variable is set."""
+    try:
+        if os.environ.get(ENV_VAR, "").strip().lower() not in TRUE_VALUES:
+            return
+        module = sys.modules.get(TARGET)
+        if module is not None:
+            _patch(module)
+            return
+        if not any(isinstance(f, _LockutilsFinder) for f in sys.meta_path):
+            sys.meta_path.insert(0, _LockutilsFinder())
+    except Exception as exc:
+        _warn(f"hook not installed: {exc!r}")
