@@ -1,5 +1,6 @@
 """What Cinder driver code imports to take distributed locks and make fenced status transitions."""
 
+from drivers_shim.lockutils_patch import patch_lockutils, unpatch_lockutils
 from drivers_shim.runtime import configure
 from drivers_shim.synchronized import synchronized
 from drivers_shim.transition import transition
@@ -10,6 +11,8 @@ __all__ = [
     "LockLost",
     "TransitionConflict",
     "configure",
+    "patch_lockutils",
     "synchronized",
     "transition",
+    "unpatch_lockutils",
 ]
