@@ -5,8 +5,14 @@ Usage: python -m tests.worker URL NAME MODE [OPTIONS as JSON]
 Modes:
   hold      acquire, print {"event": "acquired", "token": T}, then hold until stdin closes or a signal;
             on stdin EOF release and print {"event": "released", "ok": bool}.
+            With ``history`` the hold is appended there too (``valid_until``: when the client's own lease
+            deadline ran out, lockd only); with ``fenced_write`` ({"kind", "id", "expected", "new"}) a
+            lockd.status.compare_and_set fenced with the lock is tried before the release.
+  sync      the same through drivers_shim.synchronized: the guarded function waits for stdin EOF, then
+            prints {"event": "resumed", ...}; afterwards {"event": "returned"} or {"event": "lock-lost"}.
   contend   loop ``cycles`` times: acquire, append an interval record to ``history`` (JSONL), do a
             read-sleep-write increment of the ``counter`` file (lost updates show a broken lock), release.
+            An acquire or release that raises a connection error (etcd failing over) is counted and retried.
 
 Every line printed is one JSON object, flushed, so the parent can wait for events with a deadline.
 """
@@ -22,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import tooz.coordination
+from tooz.coordination import ToozConnectionError
 
 
 def emit(**event: Any) -> None:
@@ -34,32 +41,110 @@ def increment(counter: Path, hold: float) -> None:
     counter.write_text(str(value + 1))
 
 
+def lease_deadline(lock: Any) -> float | None:
+    """Wall-clock time at which a lockd lock's session stopped (or stops) being confirmed; None for stock tooz."""
+    session = getattr(lock, "session", None)
+    if session is None:
+        return None
+    return time.time() - (time.monotonic() - session.confirmed_until)
+
+
+def fenced_write(lock: Any, token: int | None, spec: dict[str, Any] | None) -> dict[str, Any]:
+    """Try lockd.status.compare_and_set fenced with the lock object, or with its token if ``spec["by_token"]``."""
+    if not spec:
+        return {}
+    import lockd.status
+
+    fence = token if spec.get("by_token") else lock
+    result = lockd.status.compare_and_set(spec["kind"], spec["id"], spec["expected"], spec["new"], fence=fence)
+    return {
+        "write_ok": bool(result.ok),
+        "write_current": result.current,
+        "write_reason": getattr(result, "reason", None),
+    }
+
+
+def record_hold(opts: dict[str, Any], member: str, name: str, start: float, token: int | None, lock: Any) -> None:
+    """Append the hold [acquired, now] to the history, with the lock's own validity deadline (lockd only)."""
+    if opts.get("history"):
+        rec = {"member": member, "name": name, "start": start, "end": time.time(), "token": token}
+        rec["valid_until"] = lease_deadline(lock)
+        with Path(opts["history"]).open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+
+def run_sync(url: str, name: str, member: str, opts: dict[str, Any]) -> int:
+    import drivers_shim
+    from drivers_shim import runtime
+    from drivers_shim.synchronized import held_locks
+
+    drivers_shim.configure(backend_url=url, prefix="", member_id=member)
+
+    @drivers_shim.synchronized(name)
+    def guarded() -> None:
+        lock = held_locks.get()[-1]
+        start, token = time.time(), lock.token
+        emit(event="acquired", token=token, pid=os.getpid())
+        sys.stdin.read()
+        still, held = lock.is_still_owner(), lock.acquired
+        written = fenced_write(lock, token, opts.get("fenced_write"))
+        record_hold(opts, member, name, start, token, lock)
+        emit(event="resumed", still_owner=still, held=held, **written)
+
+    try:
+        guarded()
+        emit(event="returned")
+    except drivers_shim.LockLost as exc:
+        emit(event="lock-lost", error=str(exc))
+    runtime.stop()
+    return 0
+
+
 def main() -> int:
     url, name, mode = sys.argv[1:4]
     opts: dict[str, Any] = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
     member = opts.get("member", f"worker-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    if url.startswith("lockd+") and opts.get("fenced_write"):
+        os.environ.setdefault("LOCKD_BACKEND_URL", url)  # lockd.status's default store sits next to the locks
+    if mode == "sync":
+        return run_sync(url, name, member, opts)
     coord = tooz.coordination.get_coordinator(url, member.encode())
     coord.start(start_heart=True)
     lock = coord.get_lock(name.encode())
     if mode == "hold":
         ok = lock.acquire(blocking=opts.get("blocking", True))
-        emit(event="acquired" if ok else "not-acquired", token=getattr(lock, "token", None), pid=os.getpid())
+        start, token = time.time(), getattr(lock, "token", None)
+        emit(event="acquired" if ok else "not-acquired", token=token, pid=os.getpid())
         sys.stdin.read()
         still = lock.is_still_owner() if hasattr(lock, "token") else None
-        emit(event="released", still_owner=still, ok=lock.release())
+        believed = bool(lock.acquired)
+        written = fenced_write(lock, token, opts.get("fenced_write")) if ok else {}
+        if ok:
+            record_hold(opts, member, name, start, token, lock)
+        emit(event="released", still_owner=still, held=believed, ok=lock.release(), **written)
     elif mode == "contend":
         history = Path(opts["history"])
         counter = Path(opts["counter"])
+        errors: list[str] = []
         for _ in range(int(opts.get("cycles", 20))):
-            lock.acquire()
+            while True:
+                try:
+                    lock.acquire()
+                    break
+                except ToozConnectionError as exc:
+                    errors.append(f"acquire: {exc}")
             start = time.time()
             token = getattr(lock, "token", None)
             increment(counter, float(opts.get("hold", 0.001)))
             end = time.time()
-            lock.release()
+            try:
+                lock.release()
+            except ToozConnectionError as exc:
+                errors.append(f"release: {exc}")
             with history.open("a") as f:
-                f.write(json.dumps({"member": member, "start": start, "end": end, "token": token}) + "\n")
-        emit(event="done")
+                rec = {"member": member, "name": name, "start": start, "end": end, "token": token}
+                f.write(json.dumps(rec) + "\n")
+        emit(event="done", errors=errors)
     else:
         emit(event="error", error=f"unknown mode {mode}")
         return 2
