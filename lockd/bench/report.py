@@ -1,0 +1,214 @@
+"""The bench's answer: a table with ratios to stock tooz, the floors of issue 2 as PASS/FAIL, and JSON.
+
+The floors are information for the operator and the team (the bench exits 0 either way); each is checked
+against stock tooz measured in the same run on the same etcd, never against a constant from another machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from lockd.bench.result import ScenarioResult
+from lockd.bench.targets import TOOZ
+
+# Per scenario: (metric, header, format, show ratio to stock tooz). Scenarios not listed print every number.
+COLUMNS: dict[str, list[tuple[str, str, str, bool]]] = {
+    "uncontended": [
+        ("p50_ms", "p50 ms", "{:.3f}", True),
+        ("p99_ms", "p99 ms", "{:.3f}", True),
+        ("ops_per_s", "ops/s", "{:.0f}", True),
+    ],
+    "contention": [
+        ("throughput_per_s", "acq/s", "{:.1f}", True),
+        ("handoff_p50_ms", "handoff p50 ms", "{:.2f}", True),
+        ("handoff_p99_ms", "handoff p99 ms", "{:.2f}", True),
+        ("max_wait_ms", "max wait ms", "{:.0f}", True),
+        ("jain", "Jain", "{:.3f}", False),
+        ("counter_exact", "counter", "{}", False),
+        ("leases_live", "leases", "{}", False),
+    ],
+    "leases": [
+        ("cycles", "cycles", "{}", False),
+        ("coordinators", "coordinators", "{}", False),
+        ("leases_live", "leases live", "{}", False),
+        ("leases_after_stop", "after stop", "{}", False),
+    ],
+    "crash": [
+        ("sigkill_s", "SIGKILL holder s", "{:.2f}", True),
+        ("clean_stop_s", "clean stop s", "{:.2f}", True),
+        ("lease_ttl_s", "TTL s", "{:g}", False),
+    ],
+}
+
+
+@dataclasses.dataclass
+class Floor:
+    """One floor of issue 2: ``ok`` is None when the scenario that checks it did not run."""
+
+    name: str
+    required: str
+    measured: str
+    ok: bool | None
+
+    @property
+    def verdict(self) -> str:
+        return {True: "PASS", False: "FAIL", None: "n/a"}[self.ok]
+
+
+@dataclasses.dataclass
+class Report:
+    machine: dict[str, Any]
+    config: dict[str, Any]
+    scenarios: list[ScenarioResult] = dataclasses.field(default_factory=list)
+    floors: list[Floor] = dataclasses.field(default_factory=list)
+
+    def scenario(self, name: str) -> ScenarioResult | None:
+        return next((s for s in self.scenarios if s.name == name and not s.skipped), None)
+
+    # -- floors -------------------------------------------------------------------------------------------
+
+    def check_floors(self) -> None:
+        """Fill ``floors`` from the scenarios that ran (issue 2's floors, lockd against stock tooz)."""
+        self.floors = []
+        un = self.scenario("uncontended")
+        lockd, tooz = _pair(un)
+        self.floors.append(
+            _ratio_floor("uncontended p50 <= 0.5 x stock tooz", lockd, tooz, "p50_ms", "<=", 0.5, "{:.3f} ms")
+        )
+        co = self.scenario("contention")
+        lockd, tooz = _pair(co)
+        self.floors.append(
+            _ratio_floor("contention throughput >= 1.5 x stock tooz", lockd, tooz, "throughput_per_s", ">=", 1.5,
+                         "{:.1f}/s")
+        )  # fmt: skip
+        self.floors.append(_abs_floor("contention Jain fairness >= 0.9", lockd, "jain", ">=", 0.9, "{:.3f}"))
+        self.floors.append(_abs_floor("contention handoff p99 <= 50 ms", lockd, "handoff_p99_ms", "<=", 50, "{:.2f}"))
+        exact = None if lockd is None else bool(lockd.get("counter_exact"))
+        measured = "-" if lockd is None else f"{lockd['counter']} of {lockd['counter_expected']}"
+        self.floors.append(Floor("contention counter exact", "every increment kept", measured, exact))
+        if lockd is not None and "leases_live" in lockd:
+            processes = co.params["processes"] if co else 0
+            self.floors.append(
+                Floor(
+                    "contention leases <= one per live coordinator",
+                    f"<= {processes}",
+                    str(lockd["leases_live"]),
+                    lockd["leases_live"] <= processes,
+                )
+            )
+        le = self.scenario("leases")
+        lockd, _ = _pair(le)
+        if lockd is None:
+            self.floors.append(Floor("leases after 1,000 cycles <= one per coordinator", "<= 1", "-", None))
+        else:
+            self.floors.append(
+                Floor(
+                    f"leases after {lockd['cycles']:,} cycles <= one per coordinator",
+                    f"<= {lockd['coordinators']}",
+                    str(lockd["leases_live"]),
+                    lockd["leases_live"] <= lockd["coordinators"],
+                )
+            )
+
+    # -- output -------------------------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "machine": self.machine,
+            "config": self.config,
+            "scenarios": {s.name: s.to_json() for s in self.scenarios},
+            "floors": [dataclasses.asdict(f) | {"verdict": f.verdict} for f in self.floors],
+        }
+
+    def table(self) -> str:
+        """The human-readable report: one table per scenario, then the floors."""
+        m = self.machine
+        lines = [f"lockd bench: {m['nproc']} CPUs, etcd {m['etcd_version']} ({m['etcd']}), Python {m['python']}"]
+        for s in self.scenarios:
+            lines.append("")
+            lines.append(f"== {s.name}: {s.title}" + (" (skipped)" if s.skipped else ""))
+            if not s.skipped:
+                lines.extend(_scenario_table(s))
+            lines.extend(f"   note: {note}" for note in s.notes)
+        if self.floors:
+            lines.append("")
+            lines.append("== floors (issue 2; lockd against stock tooz in this run; information only)")
+            width = max(len(f.name) for f in self.floors)
+            for f in self.floors:
+                lines.append(f"{f.verdict:<5} {f.name:<{width}}  required {f.required:<16} measured {f.measured}")
+        return "\n".join(lines)
+
+
+def _pair(s: ScenarioResult | None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    if s is None:
+        return None, None
+    return s.metrics.get("lockd"), s.metrics.get(TOOZ)
+
+
+def _compare(value: float, op: str, bound: float) -> bool:
+    return value <= bound if op == "<=" else value >= bound
+
+
+def _ratio_floor(name: str, lockd: Any, tooz: Any, key: str, op: str, factor: float, fmt: str) -> Floor:
+    required = f"{op} {factor:g} x tooz"
+    if lockd is None or tooz is None or not tooz.get(key):
+        return Floor(name, required, "-", None)
+    ratio = lockd[key] / tooz[key]
+    measured = f"{fmt.format(lockd[key])} vs {fmt.format(tooz[key])} = {ratio:.2f}x"
+    return Floor(name, required, measured, _compare(ratio, op, factor))
+
+
+def _abs_floor(name: str, lockd: Any, key: str, op: str, bound: float, fmt: str) -> Floor:
+    required = f"{op} {bound:g}"
+    if lockd is None or key not in lockd or _nan(lockd[key]):
+        return Floor(name, required, "-", None)
+    return Floor(name, required, fmt.format(lockd[key]), _compare(lockd[key], op, bound))
+
+
+def _nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _fmt(fmt: str, value: Any) -> str:
+    if value is None or _nan(value):
+        return "-"
+    if isinstance(value, bool):
+        return "exact" if value else "LOST"
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def _scenario_table(s: ScenarioResult) -> list[str]:
+    columns = COLUMNS.get(s.name)
+    if columns is None:
+        keys = sorted({k for metrics in s.metrics.values() for k, v in metrics.items() if not isinstance(v, dict)})
+        columns = [(k, k, "{:.4g}", False) for k in keys]
+    tooz = s.metrics.get(TOOZ, {})
+    header = ["target"]
+    for _key, title, _, ratio in columns:
+        header.append(title)
+        if ratio and tooz:
+            header.append("vs tooz")
+    rows = [header]
+    for target, metrics in s.metrics.items():
+        row = [target]
+        for key, _, fmt, ratio in columns:
+            value = metrics.get(key)
+            row.append(_fmt(fmt, value))
+            if ratio and tooz:
+                base = tooz.get(key)
+                ok = isinstance(value, (int, float)) and isinstance(base, (int, float)) and base and not _nan(value)
+                row.append(f"{value / base:.2f}x" if ok else "-")
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    out = []
+    for i, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        out.append("   " + "  ".join(cells))
+        if i == 0:
+            out.append("   " + "  ".join("-" * w for w in widths))
+    return out

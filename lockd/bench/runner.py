@@ -1,0 +1,108 @@
+"""Run the chosen scenarios against every target on one etcd, starting a private etcd when none is given."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import TextIO
+
+from lockd.bench import etcd_admin
+from lockd.bench.etcd import LocalEtcd
+from lockd.bench.report import Report
+from lockd.bench.result import ScenarioResult
+from lockd.bench.targets import FLOOR, LOCKD, OSLO, TOOZ, TargetSpec, parse_endpoint
+
+#: Scenario names in the order they run; ``--scenario`` picks a subset.
+SCENARIOS = ("uncontended", "contention", "leases", "crash", "status")
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """Everything one run needs; the CLI fills it from its arguments."""
+
+    backend_url: str | None = None
+    scenarios: tuple[str, ...] = SCENARIOS
+    processes: int = 8
+    cycles: int = 100
+    hold_ms: float = 1.0
+    ops: int = 1000
+    lease_cycles: int = 1000
+    lease_ttl: float = 10.0
+    status_ops: int = 500
+
+
+@contextlib.contextmanager
+def _etcd(config: BenchConfig) -> Iterator[tuple[str, str]]:
+    """(endpoint, how it was obtained): the given backend, or a private etcd stopped on exit."""
+    if config.backend_url:
+        yield parse_endpoint(config.backend_url), "given by --backend-url"
+        return
+    with LocalEtcd() as etcd:
+        yield etcd.endpoint, f"private etcd started by the bench ({etcd.binary})"
+
+
+def run(config: BenchConfig, progress: bool = False, log: TextIO = sys.stderr) -> Report:
+    """Run every scenario in ``config.scenarios`` and return the report (floors checked, nothing printed).
+
+    Raises:
+        UsageError: a bad backend URL.
+        BackendError: the private etcd would not start.
+        RuntimeError: a scenario failed (a worker crashed, an uncontended acquire failed).
+    """
+
+    def say(message: str) -> None:
+        if progress:
+            print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=log, flush=True)
+
+    with _etcd(config) as (endpoint, origin), tempfile.TemporaryDirectory(prefix="lockd-bench-locks-") as lock_dir:
+        spec = {kind: TargetSpec(kind, endpoint, config.lease_ttl, lock_dir) for kind in (LOCKD, TOOZ, OSLO, FLOOR)}
+        report = Report(
+            machine={
+                "nproc": os.cpu_count(),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+                "etcd_version": etcd_admin.server_version(endpoint),
+                "etcd": origin,
+            },
+            config=dataclasses.asdict(config),
+        )
+        for name in config.scenarios:
+            say(f"scenario {name} ...")
+            started = time.monotonic()
+            result = _run_scenario(name, config, spec)
+            result.params["duration_s"] = round(time.monotonic() - started, 1)
+            report.scenarios.append(result)
+        report.check_floors()
+        return report
+
+
+def _run_scenario(name: str, config: BenchConfig, spec: dict[str, TargetSpec]) -> ScenarioResult:
+    if name == "uncontended":
+        from lockd.bench.scenarios import uncontended
+
+        return uncontended.run([spec[LOCKD], spec[TOOZ], spec[OSLO], spec[FLOOR]], config.ops)
+    if name == "contention":
+        from lockd.bench.scenarios import contention
+
+        return contention.run(
+            [spec[LOCKD], spec[TOOZ], spec[OSLO]], config.processes, config.cycles, config.hold_ms / 1000.0
+        )
+    if name == "leases":
+        from lockd.bench.scenarios import leases
+
+        return leases.run([spec[LOCKD], spec[TOOZ]], config.lease_cycles)
+    if name == "crash":
+        from lockd.bench.scenarios import crash
+
+        return crash.run([spec[LOCKD], spec[TOOZ]], config.lease_ttl)
+    if name == "status":
+        from lockd.bench.scenarios import status
+
+        return status.run(spec[LOCKD], config.status_ops)
+    raise ValueError(f"unknown scenario {name!r}")

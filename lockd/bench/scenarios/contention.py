@@ -1,0 +1,193 @@
+"""N processes contending for one name: throughput, handoff latency, fairness, max wait, and a counter.
+
+Each worker process (``multiprocessing`` spawn, so nothing is inherited) loops ``cycles`` times:
+request, acquire, read a shared counter file, sleep ``hold``, write counter+1, release. A lock that lets two
+holders in loses increments, so ``counter_exact`` is a correctness check, not a statistic. Times are
+``time.monotonic()``, which on Linux is one clock for all processes, so holds from different workers can be
+ordered and compared.
+
+Definitions:
+- handoff: next holder's acquire returning minus the previous holder starting its release, counted only when
+  that next holder was already waiting (a real hand-over, not an idle lock);
+- Jain fairness: over per-worker acquisitions inside the contended window, i.e. until the first worker finishes
+  its cycles (after that fewer workers compete, and over the whole run every worker has ``cycles``);
+- throughput: all acquisitions over the time from the first request to the last release.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any
+
+from lockd.bench import etcd_admin
+from lockd.bench.result import ScenarioResult
+from lockd.bench.stats import jain, latency_summary
+from lockd.bench.targets import ETCD_LOCKS, TargetSpec
+
+# (worker, requested, acquired, release_started, released)
+Hold = tuple[int, float, float, float, float]
+
+
+def _bump(counter: Path, hold: float) -> None:
+    """Read-sleep-write: the increment is lost if another holder runs in between."""
+    value = int(counter.read_text() or "0")
+    time.sleep(hold)
+    counter.write_text(str(value + 1))
+
+
+def worker(
+    spec: TargetSpec,
+    name: str,
+    index: int,
+    cycles: int,
+    hold: float,
+    counter: str,
+    start: Any,
+    results: Any,
+    done: Any,
+) -> None:
+    """One contender (runs in a spawned process). Puts ``(index, holds, error)`` on ``results``."""
+    backend = None
+    try:
+        backend = spec.open(f"bench-{spec.kind}-w{index}-{os.getpid()}")
+        lock = backend.lock(name)
+        start.wait(180)  # a Barrier: every worker is connected before anyone requests the lock
+        holds: list[Hold] = []
+        path = Path(counter)
+        for _ in range(cycles):
+            requested = time.monotonic()
+            if not lock.acquire(blocking=True):
+                raise RuntimeError("a blocking acquire returned False")
+            acquired = time.monotonic()
+            _bump(path, hold)
+            release_started = time.monotonic()
+            lock.release()
+            holds.append((index, requested, acquired, release_started, time.monotonic()))
+        results.put((index, holds, None))
+        done.wait(120)  # keep the coordinator alive until the parent has counted leases
+    except BaseException:
+        results.put((index, None, traceback.format_exc(limit=5)))
+        start.abort()  # do not keep the others (and the parent) waiting for this worker
+    finally:
+        if backend is not None:
+            try:
+                backend.close()
+            except Exception:
+                pass
+
+
+def analyse(holds: list[Hold], processes: int) -> tuple[dict[str, Any], list[float], list[int]]:
+    """Metrics, handoff samples (seconds) and per-worker counts in the contended window."""
+    holds = sorted(holds, key=lambda h: h[2])
+    pairs = list(zip(holds, holds[1:], strict=False))  # each hold with the one after it
+    handoffs = [nxt[2] - cur[3] for cur, nxt in pairs if nxt[1] < cur[3]]
+    overlaps = sum(1 for cur, nxt in pairs if nxt[2] < cur[3])
+    last_per_worker: dict[int, float] = {}
+    for h in holds:
+        last_per_worker[h[0]] = max(last_per_worker.get(h[0], 0.0), h[4])
+    window_end = min(last_per_worker.values())
+    counts = [sum(1 for h in holds if h[0] == w and h[2] <= window_end) for w in range(processes)]
+    waits = [h[2] - h[1] for h in holds]
+    elapsed = max(h[4] for h in holds) - min(h[1] for h in holds)
+    handoff = latency_summary(handoffs)
+    metrics = {
+        "acquisitions": len(holds),
+        "elapsed_s": elapsed,
+        "throughput_per_s": len(holds) / elapsed,
+        "handoff_p50_ms": handoff["p50_ms"],
+        "handoff_p90_ms": handoff["p90_ms"],
+        "handoff_p99_ms": handoff["p99_ms"],
+        "handoffs": handoff["n"],
+        "wait_p50_ms": latency_summary(waits)["p50_ms"],
+        "max_wait_ms": max(waits) * 1000.0,
+        "jain": jain(counts),
+        "overlaps": overlaps,
+    }
+    return metrics, handoffs, counts
+
+
+def _run_one(spec: TargetSpec, processes: int, cycles: int, hold: float) -> tuple[dict[str, Any], list[float], list]:
+    ctx = multiprocessing.get_context("spawn")
+    start, done, results = ctx.Barrier(processes + 1), ctx.Event(), ctx.Queue()
+    name = f"bench-contention-{spec.kind}-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory(prefix="lockd-bench-counter-") as tmp:
+        counter = Path(tmp) / "counter"
+        counter.write_text("0")
+        leases_before = etcd_admin.lease_ids(spec.endpoint) if spec.kind in ETCD_LOCKS else set()
+        procs = [
+            ctx.Process(
+                target=worker,
+                args=(spec, name, i, cycles, hold, str(counter), start, results, done),
+                daemon=True,
+            )
+            for i in range(processes)
+        ]
+        for p in procs:
+            p.start()
+        try:
+            try:
+                start.wait(180)
+            except threading.BrokenBarrierError:
+                try:
+                    reason = results.get(timeout=5)[2].strip().splitlines()[-1]
+                except (queue.Empty, AttributeError, IndexError):
+                    reason = "no worker reported why"
+                raise RuntimeError(f"{spec.kind}: contention workers did not all start: {reason}") from None
+            deadline = time.monotonic() + 120 + processes * cycles * 0.1
+            holds: list = []
+            errors: list[str] = []
+            for _ in procs:
+                try:
+                    _, got, error = results.get(timeout=max(1.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    raise RuntimeError(f"{spec.kind}: contention workers did not finish in time") from None
+                if error:
+                    errors.append(error.strip().splitlines()[-1])
+                else:
+                    holds.extend(got)
+            if errors:
+                raise RuntimeError(f"{spec.kind}: contention worker failed: {errors[0]}")
+            leases_live = len(etcd_admin.lease_ids(spec.endpoint) - leases_before) if spec.kind in ETCD_LOCKS else None
+        finally:
+            done.set()
+            for p in procs:
+                p.join(30)
+                if p.is_alive():
+                    p.kill()
+                    p.join(5)
+        metrics, handoffs, counts = analyse(holds, processes)
+        metrics["counter"] = int(counter.read_text())
+        metrics["counter_expected"] = processes * cycles
+        metrics["counter_exact"] = metrics["counter"] == processes * cycles
+        if leases_live is not None:
+            metrics["leases_live"] = leases_live
+    return metrics, handoffs, counts
+
+
+def run(specs: list[TargetSpec], processes: int, cycles: int, hold: float) -> ScenarioResult:
+    """Run the contention loop for each target in turn. Raises RuntimeError when a worker fails or hangs."""
+    result = ScenarioResult(
+        "contention",
+        f"{processes} processes x {cycles} cycles on one name, {hold * 1000:g} ms hold",
+        params={"processes": processes, "cycles": cycles, "hold_ms": hold * 1000},
+    )
+    counts_by_target: dict[str, list[int]] = {}
+    for spec in specs:
+        metrics, handoffs, counts = _run_one(spec, processes, cycles, hold)
+        result.metrics[spec.kind] = metrics
+        result.samples[spec.kind] = handoffs
+        counts_by_target[spec.kind] = counts
+    result.details["window_counts"] = counts_by_target
+    result.notes.append(
+        "handoff = release start -> next waiter's acquire; Jain over per-worker acquisitions until the first "
+        "worker finished; leases_live = etcd leases added while all workers were still connected"
+    )
+    return result

@@ -1,0 +1,118 @@
+"""``lockd bench``: measure lockd against stock tooz (and the oslo file lock, and raw etcd) on one etcd.
+
+Prints a table with p50/p99 and ratios to stock tooz and the floors of issue 2 as PASS/FAIL. The floors are
+information: the exit code is 0 whatever they say, 2 for bad arguments, 1 when the run itself failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any
+
+from lockd.errors import UsageError
+
+_SCENARIOS = ("uncontended", "contention", "leases", "crash", "status")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _seconds(minimum: float) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not minimum <= value < math.inf:
+            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= {minimum:g}")
+        return value
+
+    return parse
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="benchmark lockd against stock tooz on the same etcd",
+        description="Run lockd and stock tooz (etcd3+http) side by side on one etcd, plus the oslo file lock "
+        "and the raw two-txn etcd floor. Without --backend-url a private etcd is started on loopback.",
+    )
+    p.add_argument("--backend-url", help="lockd+etcd3+http://HOST:PORT of an etcd to use (default: start one)")
+    p.add_argument(
+        "--scenario", action="append", choices=_SCENARIOS, metavar="NAME",
+        help=f"run only this scenario (repeatable): {', '.join(_SCENARIOS)}; default all",
+    )  # fmt: skip
+    p.add_argument("--processes", type=_positive_int, default=8, help="contending processes (default 8)")
+    p.add_argument("--cycles", type=_positive_int, default=100, help="cycles per contending process (default 100)")
+    p.add_argument("--hold-ms", type=_seconds(0.0), default=1.0, help="time each holder holds (default 1 ms)")
+    p.add_argument("--ops", type=_positive_int, default=1000, help="uncontended cycles per target (default 1000)")
+    p.add_argument(
+        "--lease-cycles", type=_positive_int, default=1000, help="cycles before counting leases (default 1000)"
+    )
+    p.add_argument(
+        "--lease-ttl", type=_seconds(2.0), default=10.0,
+        help="lease TTL for lockd (lease_ttl) and stock tooz (lock_timeout) alike (default 10 s)",
+    )  # fmt: skip
+    p.add_argument("--status-ops", type=_positive_int, default=500, help="status CAS operations (default 500)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
+    p.add_argument("--plot", metavar="FILE.png", help="also write a PNG of latency distributions and fairness")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lockd.bench import runner
+
+    if args.plot and not args.plot.lower().endswith(".png"):
+        raise UsageError(f"--plot {args.plot!r}: the file name must end in .png")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UsageError("--plot needs matplotlib: pip install 'lockd[bench]'") from None
+    if args.backend_url:
+        from lockd.bench.targets import parse_endpoint
+
+        parse_endpoint(args.backend_url)  # bad URL: exit 2 before anything starts
+    chosen = tuple(dict.fromkeys(args.scenario)) if args.scenario else _SCENARIOS
+    config = runner.BenchConfig(
+        backend_url=args.backend_url,
+        scenarios=tuple(s for s in runner.SCENARIOS if s in chosen),
+        processes=args.processes,
+        cycles=args.cycles,
+        hold_ms=args.hold_ms,
+        ops=args.ops,
+        lease_cycles=args.lease_cycles,
+        lease_ttl=args.lease_ttl,
+        status_ops=args.status_ops,
+    )
+    try:
+        report = runner.run(config, progress=not args.quiet and not args.json, log=sys.stderr)
+    except RuntimeError as exc:
+        print(f"lockd: bench failed: {exc}", file=sys.stderr)
+        return 1
+    if args.plot:
+        from lockd.bench.plot import write_plot
+
+        write_plot(report, args.plot)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2, default=_json_default))
+    else:
+        print(report.table())
+        if args.plot:
+            print(f"\nplot written to {args.plot}")
+    return 0
+
+
+def _json_default(value: Any) -> Any:
+    return str(value)
