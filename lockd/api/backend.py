@@ -1,0 +1,214 @@
+"""What the admin API does to etcd: open and close it, read through the lock view, break locks, reach statuses.
+
+Reads go to the watched copy (lockd.api.view) and the lease cache (lockd.api.leases); the writes (a force
+break, a status transition) and the readiness probe go to etcd itself, because they must be current.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from lockd.api.leases import LeaseClock
+from lockd.api.view import HeldLock, LockView
+from lockd.config import Settings
+from lockd.errors import BackendError, LockdError, UsageError
+from lockd.etcd import keys
+from lockd.etcd.client import EtcdClient, KeyValue, b64, cmp_create, op_delete, op_put
+from lockd.lock import Holder
+from lockd.metrics import Metrics
+from lockd.options import parse_backend_url
+from lockd.session import Session
+from lockd.status.model import StatusStore
+
+LOG = logging.getLogger(__name__)
+
+_PROBE_TIMEOUT = 2.0
+_BREAK_ATTEMPTS = 3
+
+
+class NotHeld(LockdError):
+    """The named lock is not held (HTTP 404)."""
+
+
+class NotFound(LockdError):
+    """The named resource has no status (HTTP 404)."""
+
+
+@dataclass(frozen=True)
+class BreakRecord:
+    name: str
+    token: int
+    holder: Holder
+    broken_at: float
+    requested_by: str
+
+
+class Backend:
+    """The etcd side of one app. Open with :meth:`open`, close with :meth:`close`."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        if not settings.backend_url:
+            raise UsageError("the admin API needs a backend URL (lockd serve supplies the embedded one)")
+        extra = {"lease_ttl": str(settings.lease_ttl)} if settings.lease_ttl else None
+        self.options = parse_backend_url(settings.backend_url, extra)
+        self.settings = settings
+        self.metrics = metrics
+        self.client = EtcdClient(self.options)
+        self.view = LockView(self.client, on_etcd_error=metrics.etcd_errors.inc, on_lease_loss=self._lease_lost)
+        self.leases = LeaseClock(self.client)
+        self.member = f"lockd-serve-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._session: Session | None = None
+        self._status: StatusStore | None = None
+        self._status_lock = threading.Lock()
+
+    def _lease_lost(self, member: str, locks: int) -> None:
+        self.metrics.lease_losses.inc()
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Start the lock view and register the sidecar as a member; etcd being down is not fatal here."""
+        self.view.start()
+        self.metrics.watch(self.view.totals)
+        try:
+            self._session = Session(self.client, self.options.lease_ttl, self.member)
+        except BackendError as exc:
+            LOG.warning("sidecar not registered as a member (etcd unavailable: %s); serving anyway", exc)
+
+    def close(self) -> None:
+        self.view.stop()
+        if self._session is not None:
+            self._session.close()
+        if self._status is not None:
+            self._status.close()
+        self.client.close()
+
+    # -- health ---------------------------------------------------------------------------------------------
+
+    def probe(self) -> None:
+        """Ask etcd for its status now. Raises BackendError (and restarts the view's watch) when it cannot."""
+        try:
+            self.client.call("maintenance/status", {}, timeout=_PROBE_TIMEOUT)
+        except BackendError:
+            self.metrics.etcd_errors.inc()
+            self.view.restart_stream()
+            raise
+        self.view.check()
+
+    # -- locks ----------------------------------------------------------------------------------------------
+
+    def ttl_to_refresh(self, locks: list[HeldLock]) -> list[int]:
+        return self.leases.stale(lock.lease for lock in locks)
+
+    def refresh_leases(self, leases: list[int]) -> None:
+        try:
+            self.leases.refresh(leases)
+        except BackendError:
+            self.metrics.etcd_errors.inc()
+            raise
+
+    def break_lock(self, name: str, requested_by: str) -> BreakRecord:
+        """Delete the lock key of ``name`` (whoever holds it) and write an audit record, in one txn.
+
+        Only the key is deleted: the holder's session and its other locks are untouched, and its
+        ``is_still_owner()`` turns False because the key with its token is gone.
+
+        Raises:
+            NotHeld: no such lock key.
+            BackendError: etcd failed; the lock may or may not have been broken (look again).
+        """
+        key = keys.lock_key(name)
+        for _ in range(_BREAK_ATTEMPTS):
+            kv = self._get(key)
+            if kv is None:
+                raise NotHeld(f"lock {name!r} is not held")
+            record = BreakRecord(name, kv.create_revision, Holder.decode(kv.value), time.time(), requested_by)
+            audit = json.dumps(_audit_json(record), separators=(",", ":")).encode()
+            try:
+                result = self.client.txn(
+                    [cmp_create(key, kv.create_revision)],
+                    [op_delete(key), op_put(keys.audit_key(name, kv.create_revision), audit)],
+                )
+            except BackendError:
+                self.metrics.etcd_errors.inc()
+                raise
+            if result.succeeded:
+                self.metrics.breaks.inc()
+                LOG.warning(
+                    "force-released lock %r (token %d, holder %s) at the request of %s",
+                    name,
+                    record.token,
+                    _describe(record.holder),
+                    requested_by,
+                )
+                return record
+            # The holder changed between our read and the txn: look again at whoever holds it now.
+        raise BackendError(f"lock {name!r} kept changing hands; try again")
+
+    def audit(self, name: str | None, limit: int) -> list[dict[str, Any]]:
+        """Recorded breaks, newest first (of one lock, or of all)."""
+        prefix = keys.AUDIT_PREFIX + (keys.quote(name) + b"/" if name is not None else b"")
+        body = {
+            "key": b64(prefix),
+            "range_end": b64(keys.range_end(prefix)),
+            "limit": str(limit),
+            "sort_order": "DESCEND",
+            "sort_target": "CREATE",
+        }
+        try:
+            answer = self.client.call("kv/range", body)
+        except BackendError:
+            self.metrics.etcd_errors.inc()
+            raise
+        out = []
+        for item in answer.get("kvs", []):
+            try:
+                data = json.loads(KeyValue.from_json(item).value)
+            except ValueError:
+                continue
+            if isinstance(data, dict):
+                out.append(data)
+        return out
+
+    def _get(self, key: bytes) -> KeyValue | None:
+        try:
+            return self.client.get(key)
+        except BackendError:
+            self.metrics.etcd_errors.inc()
+            raise
+
+    # -- statuses -------------------------------------------------------------------------------------------
+
+    def status_store(self) -> StatusStore:
+        with self._status_lock:
+            if self._status is None:
+                from lockd.status import open_store
+
+                self._status = open_store(self.settings.status_url, self.client)
+            return self._status
+
+
+def _describe(holder: Holder) -> str:
+    if not holder.is_lockd:
+        return "a stock tooz client"
+    return f"{holder.member} on {holder.host} pid {holder.pid}"
+
+
+def _audit_json(record: BreakRecord) -> dict[str, Any]:
+    holder = record.holder
+    return {
+        "action": "break",
+        "name": record.name,
+        "token": record.token,
+        "holder": {"member": holder.member, "host": holder.host, "pid": holder.pid} if holder.is_lockd else None,
+        "broken_at": record.broken_at,
+        "requested_by": record.requested_by,
+    }

@@ -1,0 +1,90 @@
+"""The shapes the admin API answers with and accepts (fields fixed by INTERFACE.md).
+
+Times are Unix seconds (floats); durations are seconds. No model has a field for the admin token, so it can
+never be echoed back.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class HolderOut(BaseModel):
+    """Who holds a lock; only lockd holders say (stock tooz writes 16 random bytes)."""
+
+    member: str | None
+    host: str | None
+    pid: int | None
+
+
+class LockOut(BaseModel):
+    name: str
+    holder: HolderOut | None = Field(description="null for a stock tooz holder")
+    token: int = Field(description="fencing token: the lock key's etcd create_revision")
+    acquired_at: float | None = Field(description="Unix time the lock was taken; null if unknown (stock tooz)")
+    ttl_remaining: float | None = Field(description="seconds left on the holder's lease; null if unknown")
+    waiters: int = Field(description="lockd waiters queued for this lock")
+
+
+class LocksOut(BaseModel):
+    locks: list[LockOut]
+
+
+class MemberOut(BaseModel):
+    member: str
+    host: str | None
+    pid: int | None
+    locks_held: int
+    last_seen: float | None = Field(description="Unix time the member last refreshed its session lease")
+
+
+class MembersOut(BaseModel):
+    members: list[MemberOut]
+
+
+class StatusOut(BaseModel):
+    kind: str
+    id: str
+    status: str
+    revision: int
+
+
+class TransitionIn(BaseModel):
+    """A compare-and-set: move to ``target`` only if the status now is one of ``expected`` (null = absent)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expected: list[str | None] = Field(min_length=1, max_length=64, examples=[["available", "error"]])
+    target: str = Field(min_length=1, max_length=255, examples=["deleting"])
+
+
+class ConflictOut(BaseModel):
+    detail: str
+    current: str | None = Field(description="the status found (null = absent)")
+
+
+class HistoryOut(BaseModel):
+    kind: str
+    id: str
+    history: list[dict[str, object]]
+
+
+class BreakOut(BaseModel):
+    action: str
+    name: str
+    token: int
+    holder: HolderOut | None
+    broken_at: float
+    requested_by: str
+
+
+class AuditOut(BaseModel):
+    breaks: list[BreakOut]
+
+
+class ErrorOut(BaseModel):
+    detail: str

@@ -1,0 +1,1 @@
+"""One router per resource: health, locks, members, status, audit, metrics."""

@@ -1,0 +1,85 @@
+"""Held locks: list, show one, force-release one (audited)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from starlette.concurrency import run_in_threadpool
+
+from lockd.api.backend import Backend, NotHeld
+from lockd.api.deps import AdminDep, BackendDep, LockName
+from lockd.api.models import ErrorOut, HolderOut, LockOut, LocksOut
+from lockd.api.view import HeldLock
+from lockd.errors import UsageError
+
+router = APIRouter(prefix="/v1/locks", tags=["locks"])
+
+_NOT_HELD = {404: {"model": ErrorOut, "description": "the lock is not held"}}
+_BAD_NAME = {422: {"model": ErrorOut, "description": "the name is not 1..512 printable ASCII characters"}}
+
+
+def lock_out(backend: Backend, lock: HeldLock, now: float) -> LockOut:
+    holder = lock.holder
+    ttl = backend.leases.get(lock.lease)
+    return LockOut(
+        name=lock.name,
+        holder=HolderOut(member=holder.member, host=holder.host, pid=holder.pid) if holder.is_lockd else None,
+        token=lock.token,
+        acquired_at=holder.acquired_at if holder.is_lockd else lock.seen_at,
+        ttl_remaining=ttl.left(now) if ttl is not None else None,
+        waiters=backend.view.waiters(lock.name),
+    )
+
+
+async def _fresh_leases(backend: Backend, locks: list[HeldLock]) -> None:
+    """Ask etcd about leases whose TTL answer is older than a second (rare: lockd holders share one)."""
+    stale = backend.ttl_to_refresh(locks)
+    if stale:
+        await run_in_threadpool(backend.refresh_leases, stale)
+
+
+@router.get("", response_model=LocksOut, responses=_BAD_NAME)
+async def list_locks(
+    backend: BackendDep,
+    prefix: Annotated[str, Query(max_length=512, description="only names starting with this")] = "",
+) -> Response:
+    """Every held lock (optionally those whose name starts with ``prefix``), sorted by name."""
+    if not all(" " <= ch <= "~" for ch in prefix):
+        raise UsageError("prefix must be printable ASCII")
+    backend.view.check()
+    locks = backend.view.locks(prefix)
+    await _fresh_leases(backend, locks)
+    now = time.monotonic()
+    body = LocksOut(locks=[lock_out(backend, lock, now) for lock in locks])
+    # Serialised once here: letting FastAPI validate the model again costs as much as building it.
+    return Response(body.model_dump_json(), media_type="application/json")
+
+
+@router.get("/{name:path}", response_model=LockOut, responses={**_NOT_HELD, **_BAD_NAME})
+async def get_lock(name: LockName, backend: BackendDep) -> LockOut:
+    """One held lock: holder, fencing token, when taken, lease time left, waiters."""
+    backend.view.check()
+    lock = backend.view.lock(name)
+    if lock is None:
+        raise NotHeld(f"lock {name!r} is not held")
+    await _fresh_leases(backend, [lock])
+    return lock_out(backend, lock, time.monotonic())
+
+
+@router.delete(
+    "/{name:path}",
+    status_code=204,
+    response_class=Response,
+    responses={
+        **_NOT_HELD,
+        **_BAD_NAME,
+        401: {"model": ErrorOut, "description": "no admin token given"},
+        403: {"model": ErrorOut, "description": "wrong admin token, or mutations disabled"},
+    },
+)
+def break_lock(who: AdminDep, name: LockName, backend: BackendDep) -> Response:
+    """Force-release a lock whoever holds it (audited). The old holder's ``is_still_owner()`` turns False."""
+    backend.break_lock(name, who)
+    return Response(status_code=204)

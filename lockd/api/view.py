@@ -1,0 +1,279 @@
+"""An in-memory copy of the lock state in etcd (held locks, wait queues, members), kept current by one watch.
+
+Why a copy: a lock listing must not cost one etcd round trip per request (let alone per lock). A background
+thread reads the three prefixes at one revision, then watches from the next revision on and applies each
+change. The watch covers the single range ``[/lockd/, /tooz/locks\\xff)`` rather than one stream per prefix, so
+all changes arrive in etcd's revision order on one connection, and a lease expiry (the holder's lock key and
+its member record deleted in one revision) is seen as one batch: that is how lease losses are counted.
+Status and audit keys also fall in that range and are skipped.
+
+After a broken stream the thread reads everything again (a full resync) and watches from there: events lost
+in between cannot matter, because the resync replaces the whole copy. While etcd cannot be read, ``check()``
+raises BackendError, so the API answers 503 rather than serve a copy it cannot vouch for.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lockd.api.watch import Event, RangeWatch, StreamBroken
+from lockd.errors import BackendError
+from lockd.etcd import keys
+from lockd.etcd.client import EtcdClient, KeyValue, b64
+from lockd.lock import Holder
+
+LOG = logging.getLogger(__name__)
+
+_LOCKS_END = keys.range_end(keys.TOOZ_LOCK_PREFIX)
+_PAGE = 2000  # keys per range request during a resync: bounded answers however many locks are held
+_FIRST_SYNC_WAIT = 3.0  # seconds a request waits for the first read after startup before answering 503
+
+
+@dataclass(frozen=True)
+class HeldLock:
+    name: str
+    holder: Holder
+    token: int  # the lock key's create_revision
+    lease: int
+    seen_at: float | None  # wall time the watch saw the key created; None when found by a full read
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    member: str
+    host: str | None
+    pid: int | None
+    started_at: float | None
+    lease: int
+
+
+class LockView:
+    """The watched copy. Thread-safe; readers never touch etcd."""
+
+    def __init__(
+        self,
+        client: EtcdClient,
+        on_etcd_error: Callable[[], None] = lambda: None,
+        on_lease_loss: Callable[[str, int], None] = lambda member, locks: None,
+    ) -> None:
+        self._client = client
+        self._on_etcd_error = on_etcd_error
+        self._on_lease_loss = on_lease_loss
+        self._mutex = threading.Lock()
+        self._locks: dict[str, HeldLock] = {}
+        self._queues: dict[str, set[bytes]] = {}
+        self._members: dict[bytes, MemberRecord] = {}
+        self.revision = 0
+        self._error: str | None = "the lock view has not read etcd yet"
+        self._synced = threading.Event()
+        self._stop = threading.Event()
+        self._stream: RangeWatch | None = None
+        self._endpoint = 0
+        self._thread = threading.Thread(target=self._run, name="lockd-api-view", daemon=True)
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.restart_stream()
+        self._thread.join(timeout=5)
+
+    def restart_stream(self) -> None:
+        """Drop the current watch (e.g. a probe found etcd silent): the thread re-reads and watches again."""
+        stream = self._stream
+        if stream is not None:
+            stream.abort()
+
+    # -- reads ----------------------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Raises BackendError when the copy cannot be trusted (etcd unreadable, or never read yet)."""
+        if not self._synced.is_set():
+            self._synced.wait(_FIRST_SYNC_WAIT)
+        error = self._error
+        if error is not None:
+            raise BackendError(error)
+
+    @property
+    def error(self) -> str | None:
+        return self._error
+
+    def locks(self, prefix: str = "") -> list[HeldLock]:
+        with self._mutex:
+            found = [lock for name, lock in self._locks.items() if name.startswith(prefix)]
+        found.sort(key=lambda lock: lock.name)
+        return found
+
+    def lock(self, name: str) -> HeldLock | None:
+        return self._locks.get(name)
+
+    def waiters(self, name: str) -> int:
+        queue = self._queues.get(name)
+        return len(queue) if queue else 0
+
+    def members(self) -> list[MemberRecord]:
+        with self._mutex:
+            found = list(self._members.values())
+        found.sort(key=lambda m: m.member)
+        return found
+
+    def locks_by_member(self) -> dict[str, int]:
+        with self._mutex:
+            counts: dict[str, int] = {}
+            for lock in self._locks.values():
+                if lock.holder.member is not None:
+                    counts[lock.holder.member] = counts.get(lock.holder.member, 0) + 1
+        return counts
+
+    def totals(self) -> tuple[int, int, int]:
+        """(locks held, waiters queued, members) for the metrics."""
+        with self._mutex:
+            return len(self._locks), sum(len(q) for q in self._queues.values()), len(self._members)
+
+    # -- the watch thread -----------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                revision = self._resync()
+                backoff = 0.1
+                self._follow(revision)
+            except BackendError as exc:
+                self._fail(str(exc))
+            except StreamBroken as exc:
+                LOG.info("lock view watch ended (%s); re-reading etcd", exc)
+                continue  # re-read at once; a failing read sets the error and backs off
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    def _fail(self, reason: str) -> None:
+        if self._error is None or self._synced.is_set():
+            LOG.warning("lock view cannot read etcd: %s", reason)
+        self._error = f"etcd unavailable: {reason}"
+        self._synced.set()
+        self._endpoint = (self._endpoint + 1) % len(self._client.options.endpoints)
+        self._on_etcd_error()
+
+    def _resync(self) -> int:
+        """Replace the whole copy by one consistent read; returns the revision it was read at."""
+        locks_kvs, revision = self._range_all(keys.TOOZ_LOCK_PREFIX, _LOCKS_END, 0)
+        queue_kvs, _ = self._range_all(keys.QUEUE_PREFIX, keys.range_end(keys.QUEUE_PREFIX), revision, True)
+        member_kvs, _ = self._range_all(keys.MEMBER_PREFIX, keys.range_end(keys.MEMBER_PREFIX), revision)
+        locks = {lock.name: lock for lock in (_held_lock(kv, None) for kv in locks_kvs)}
+        queues: dict[str, set[bytes]] = {}
+        for kv in queue_kvs:
+            queues.setdefault(keys.queue_name(kv.key), set()).add(kv.key)
+        members = {kv.key: m for kv in member_kvs if (m := _member(kv)) is not None}
+        with self._mutex:
+            self._locks, self._queues, self._members = locks, queues, members
+            self.revision = revision
+        if self._error is not None:
+            LOG.info(
+                "lock view read etcd at revision %d: %d locks held, %d members", revision, len(locks), len(members)
+            )
+        self._error = None
+        self._synced.set()
+        return revision
+
+    def _range_all(self, key: bytes, end: bytes, revision: int, keys_only: bool = False) -> tuple[list[KeyValue], int]:
+        """Every key in [key, end) at ``revision`` (0: now), read in pages."""
+        found: list[KeyValue] = []
+        start = key
+        while True:
+            body: dict[str, Any] = {"key": b64(start), "range_end": b64(end), "limit": str(_PAGE)}
+            if revision:
+                body["revision"] = str(revision)
+            if keys_only:
+                body["keys_only"] = True
+            answer = self._client.call("kv/range", body)
+            revision = revision or int(answer.get("header", {}).get("revision", 0))
+            page = [KeyValue.from_json(kv) for kv in answer.get("kvs", [])]
+            found.extend(page)
+            if not answer.get("more") or not page:
+                return found, revision
+            start = page[-1].key + b"\x00"
+
+    def _follow(self, revision: int) -> None:
+        stream = RangeWatch(self._client, self._endpoint, keys.LOCKD_PREFIX, _LOCKS_END, revision + 1)
+        self._stream = stream
+        try:
+            if self._stop.is_set():
+                return
+            for batch in stream.batches():
+                self._apply(batch)
+        finally:
+            self._stream = None
+
+    def _apply(self, batch: list[Event]) -> None:
+        now = time.time()
+        ended_members: dict[int, set[str]] = {}  # revision -> members whose record went
+        dropped: dict[int, dict[str, int]] = {}  # revision -> member -> locks deleted with it
+        with self._mutex:
+            for event in batch:
+                kv = event.kv
+                if kv.key.startswith(keys.TOOZ_LOCK_PREFIX):
+                    name = keys.lock_name(kv.key)
+                    if event.deleted:
+                        old = self._locks.pop(name, None)
+                        if old is not None and old.holder.member is not None:
+                            per_member = dropped.setdefault(kv.mod_revision, {})
+                            per_member[old.holder.member] = per_member.get(old.holder.member, 0) + 1
+                    else:
+                        self._locks[name] = _held_lock(kv, now)
+                elif kv.key.startswith(keys.QUEUE_PREFIX):
+                    name = keys.queue_name(kv.key)
+                    if event.deleted:
+                        queue = self._queues.get(name)
+                        if queue is not None:
+                            queue.discard(kv.key)
+                            if not queue:
+                                del self._queues[name]
+                    else:
+                        self._queues.setdefault(name, set()).add(kv.key)
+                elif kv.key.startswith(keys.MEMBER_PREFIX):
+                    if event.deleted:
+                        old_member = self._members.pop(kv.key, None)
+                        if old_member is not None:
+                            ended_members.setdefault(kv.mod_revision, set()).add(old_member.member)
+                    elif (record := _member(kv)) is not None:
+                        self._members[kv.key] = record
+                if kv.mod_revision > self.revision:
+                    self.revision = kv.mod_revision
+        # A member record and that member's locks deleted in the same revision: its lease ended with locks held.
+        for revision, members in ended_members.items():
+            for member, count in dropped.get(revision, {}).items():
+                if member in members:
+                    LOG.warning("member %s's lease ended while it held %d lock(s)", member, count)
+                    self._on_lease_loss(member, count)
+
+
+def _held_lock(kv: KeyValue, seen_at: float | None) -> HeldLock:
+    return HeldLock(keys.lock_name(kv.key), Holder.decode(kv.value), kv.create_revision, kv.lease, seen_at)
+
+
+def _member(kv: KeyValue) -> MemberRecord | None:
+    try:
+        data = json.loads(kv.value)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    pid = data.get("pid")
+    started = data.get("started_at")
+    return MemberRecord(
+        member=str(data.get("member") or keys.unquote(kv.key[len(keys.MEMBER_PREFIX) :])),
+        host=data.get("host") if isinstance(data.get("host"), str) else None,
+        pid=pid if isinstance(pid, int) else None,
+        started_at=float(started) if isinstance(started, (int, float)) else None,
+        lease=kv.lease,
+    )
