@@ -29,6 +29,7 @@ Statuses written by others (Cinder itself) are seen as they are, but do not bump
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import re
 import time
 from collections.abc import Collection
@@ -102,6 +103,22 @@ class SqlOptions:
     status_column: str = "status"
 
 
+# A URL without a driver gets SQLAlchemy's default DBAPI (psycopg 3 for postgresql since SQLAlchemy 2.1,
+# mysqlclient for mysql); lockd[sql] installs psycopg2 and PyMySQL, so fall back to those when needed.
+_FALLBACK_DRIVERS = {
+    "postgresql": ("psycopg", "psycopg2"),
+    "mysql": ("MySQLdb", "pymysql"),
+    "mariadb": ("MySQLdb", "pymysql"),
+}
+
+
+def _with_installed_driver(url: URL) -> URL:
+    fallback = _FALLBACK_DRIVERS.get(url.drivername)
+    if fallback is None or importlib.util.find_spec(fallback[0]) is not None:
+        return url
+    return url.set(drivername=f"{url.drivername}+{fallback[1]}")
+
+
 def _identifier(what: str, value: str) -> str:
     if not _IDENTIFIER.match(value):
         raise UsageError(f"{what} {value!r} is not a plain SQL identifier")
@@ -134,7 +151,7 @@ def parse_sql_url(url: str) -> SqlOptions:
             raise UsageError(f"tables entry {item!r} is not KIND:TABLE")
         tables[kind] = _identifier("table", table)
     return SqlOptions(
-        url=parsed.difference_update_query(URL_OPTIONS),
+        url=_with_installed_driver(parsed.difference_update_query(URL_OPTIONS)),
         tables=tables,
         id_column=_identifier("id_column", option("id_column") or "id"),
         status_column=_identifier("status_column", option("status_column") or "status"),
