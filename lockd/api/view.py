@@ -151,6 +151,8 @@ class LockView:
             except BackendError as exc:
                 self._fail(str(exc))
             except StreamBroken as exc:
+                if self._stop.is_set():
+                    return
                 LOG.info("lock view watch ended (%s); re-reading etcd", exc)
                 continue  # re-read at once; a failing read sets the error and backs off
             self._stop.wait(backoff)
