@@ -233,7 +233,6 @@ class Mutex:
     def _wait_in_queue(
         self, session: Session, waiter: str, queue_key: bytes, state: _State, deadline: float | None
     ) -> bool:
-        client = session.client
         while True:
             if state.lock is not None and self._won_if_mine(session, state.lock, waiter, queue_key):
                 return True
@@ -243,13 +242,10 @@ class Mutex:
                 raise SessionExpired(f"queue entry for {self.name!r} is gone")
             older = [kv for kv in state.queue if kv.create_revision < mine.create_revision]
             if older or state.lock is not None:
-                watch_key = older[-1].key if older else self.key
                 if deadline is not None and time.monotonic() >= deadline:
                     self._leave_queue(session, queue_key)
                     return False
-                timeout = client.options.request_timeout
-                stream = client.watch_deletes(watch_key, state.revision + 1, timeout)
-                outcome = stream.wait(deadline)
+                outcome = self._wait_for_delete(session, older[-1].key if older else self.key, deadline)
                 if outcome == "timeout":
                     self._leave_queue(session, queue_key)
                     return False
@@ -258,6 +254,27 @@ class Mutex:
             state = self._take(session, waiter, queue_key, mine.create_revision)
             if state is None:
                 return True
+
+    def _wait_for_delete(self, session: Session, key: bytes, deadline: float | None) -> str:
+        """Block until ``key`` is deleted: "deleted", "timeout", or "broken" (re-check: member or session failed).
+
+        The watch starts from now, then one read checks the key still exists: a delete before the watch was
+        registered shows in the read, a later one on the stream.
+        """
+        client = session.client
+        try:
+            stream = client.watch_deletes(key, client.options.request_timeout)
+        except BackendError:
+            return "broken"  # the member failed as we opened the watch: the take fails over and re-reads
+        try:
+            still_there = client.get(key) is not None
+        except BackendError:
+            stream.close()
+            return "broken"
+        if not still_there:
+            stream.close()
+            return "deleted"
+        return stream.wait(deadline)
 
     def _take(self, session: Session, waiter: str, queue_key: bytes, my_revision: int) -> _State | None:
         """The take txn; None when it won, else the fresh state it read instead."""

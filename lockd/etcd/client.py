@@ -301,10 +301,16 @@ class EtcdClient:
 
     # -- watches --------------------------------------------------------------------------------------------
 
-    def watch_deletes(self, key: bytes, start_revision: int, timeout: float) -> DeleteWatchStream:
-        """Open a stream that reports the deletion of ``key`` at or after ``start_revision``."""
+    def watch_deletes(self, key: bytes, timeout: float) -> DeleteWatchStream:
+        """Open a stream that reports deletions of ``key`` from now on; returns once etcd has registered it.
+
+        Why "from now" and not from a past revision: etcd serves a watch that starts at an old revision from
+        its "unsynced" group, which it catches up only every 100 ms (mvcc syncWatchersLoop); under contention
+        every handoff then waited ~100 ms. A watch from now is synced and hears a delete within a millisecond.
+        The caller re-reads after this returns, so a delete that happened before the watch is not missed.
+        """
         index = self._current
-        stream = DeleteWatchStream(self, index, key, start_revision, timeout)
+        stream = DeleteWatchStream(self, index, key, timeout)
         with self._watches_lock:
             self._watches.add(stream)
         return stream
@@ -337,22 +343,33 @@ class DeleteWatchStream:
     (session lost, member failed). It never loops on a timer: the only wake-ups are etcd's events.
     """
 
-    def __init__(self, client: EtcdClient, endpoint: int, key: bytes, start_revision: int, timeout: float) -> None:
+    def __init__(self, client: EtcdClient, endpoint: int, key: bytes, timeout: float) -> None:
         self.client = client
         self.endpoint = endpoint
         self.key = key
         self._aborted = False
         self._conn = client.new_connection(endpoint, timeout)
-        body = {"create_request": {"key": b64(key), "start_revision": str(start_revision), "filters": ["NOPUT"]}}
+        body = {"create_request": {"key": b64(key), "filters": ["NOPUT"]}}
         try:
             self._conn.request("POST", "/v3/watch", json.dumps(body).encode(), {"Content-Type": "application/json"})
             self._response = self._conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
             self.close()
+            client._fail_over(endpoint)
             raise BackendError(f"cannot open a watch: {exc}", client.endpoint_name(endpoint)) from exc
         if self._response.status != 200:
             self.close()
             raise BackendError(f"watch refused with HTTP {self._response.status}", client.endpoint_name(endpoint))
+        # The first message confirms the watch is registered; only then may the caller re-check the key.
+        try:
+            created = json.loads(self._response.readline() or b"{}").get("result", {}).get("created")
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            self.close()
+            client._fail_over(endpoint)
+            raise BackendError(f"watch not confirmed: {exc}", client.endpoint_name(endpoint)) from exc
+        if not created:
+            self.close()
+            raise BackendError("watch not confirmed by etcd", client.endpoint_name(endpoint))
 
     def _messages(self, deadline: float | None) -> Iterator[dict[str, Any]]:
         while not self._aborted:
