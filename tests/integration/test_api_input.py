@@ -148,7 +148,7 @@ def test_fuzz_from_the_openapi_schema_never_gives_5xx(server: ApiServer, http: h
             suppress_health_check=list(HealthCheck),
         )
         @given(case=operation.as_strategy())
-        def check(case: schemathesis.Case) -> None:
+        def check(case: schemathesis.Case, headers: dict[str, str] | None = headers) -> None:
             response = case.call(base_url=server.url, headers=headers, timeout=10)
             statuses.append(response.status_code)
             if response.status_code >= 500:
