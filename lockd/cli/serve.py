@@ -56,9 +56,10 @@ def run(args: argparse.Namespace) -> int:
     embedded: EmbeddedEtcd | None = None
     try:
         if settings.backend_url is None:
-            embedded = EmbeddedEtcd(settings.state_dir)
-            url = embedded.start()
-            print(f"lockd: started embedded etcd at {url} (data in {embedded.data_dir})", file=sys.stderr)
+            etcd = EmbeddedEtcd(settings.state_dir)
+            url = etcd.start()  # cleans up after itself when it fails
+            embedded = etcd
+            print(f"lockd: started embedded etcd at {url} (data in {etcd.data_dir})", file=sys.stderr)
             settings = settings.with_backend(url)
         if signals.received:
             return 0
