@@ -389,3 +389,22 @@ def test_a_broken_install_never_breaks_interpreter_start(tmp_path: Path) -> None
     assert result.stdout.strip() == "oslo_concurrency.lockutils"  # file locks, as without the hook
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "simulated broken drivers_shim" in lines[0], result.stderr
+
+
+def test_without_a_backend_an_external_lock_fails_clearly_and_does_not_run(tmp_path: Path) -> None:
+    code = (
+        "from oslo_concurrency import lockutils\n"
+        "try:\n"
+        "    with lockutils.lock('x', 'cinder-', external=True):\n"
+        "        print('ran unlocked')\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCKD_", "OSLO_"))}
+    env.update(LOCKD_PATCH_LOCKUTILS="1", LOCKD_STATE_DIR=str(tmp_path / "no-lockd-serve-here"))
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("UsageError no lock backend"), result.stdout
+    assert "LOCKD_BACKEND_URL" in result.stdout
