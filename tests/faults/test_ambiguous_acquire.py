@@ -1,0 +1,171 @@
+"""Ambiguous acquire: the lock txn commits in etcd but its answer never reaches the client.
+
+The injection is deterministic: the client talks to etcd through tests/faults/lossy_proxy.py, which forwards
+the chosen txn, lets it commit, and drops etcd's answer (``hang``: the client times out; ``reset``: the
+connection dies). The dropped answer is kept, so each test first checks that the txn really committed.
+
+What must happen: the client either recognises the lock key it created (its holder value carries the
+waiter id) and holds it with that key's token, or, when no member answers at all, gives up with an error
+*and deletes the key it may have created*. Either way no lock key is left held by nobody-knows-who.
+Without the mechanism: a retry that does not recognise its own key queues behind it, and because that key
+sits on the client's own live session lease, it waits for ever; a client that gives up without cleaning up
+leaves the key on a lease it keeps refreshing, held for as long as the process lives. The stock tooz control
+shows the milder form: its orphaned key holds the lock for a full lease TTL while no client owns it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import tooz.coordination
+
+from lockd.errors import BackendError
+from lockd.etcd import keys
+from lockd.etcd.client import EtcdClient, b64
+from lockd.options import parse_backend_url
+from tests.etcd_process import EtcdMember
+from tests.faults.lossy_proxy import LossyProxy
+
+pytestmark = pytest.mark.faults
+
+
+@pytest.fixture
+def proxy(etcd: EtcdMember) -> Iterator[LossyProxy]:
+    p = LossyProxy(etcd.client_port)
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def direct(etcd: EtcdMember) -> Iterator[EtcdClient]:
+    """A client straight to etcd, to see what is really stored."""
+    client = EtcdClient(parse_backend_url(f"lockd+etcd3+http://{etcd.endpoint}?timeout=5"))
+    yield client
+    client.close()
+
+
+def _coordinator(url: str) -> tooz.coordination.CoordinationDriver:
+    coord = tooz.coordination.get_coordinator(url, f"ambiguous-{uuid.uuid4().hex[:6]}".encode())
+    coord.start(start_heart=True)
+    return coord
+
+
+def _queue(direct: EtcdClient, name: str) -> list[bytes]:
+    prefix = keys.queue_prefix(name)
+    kvs, _ = direct.range(prefix, keys.range_end(prefix), keys_only=True)
+    return [kv.key for kv in kvs]
+
+
+def _committed(proxy: LossyProxy) -> int:
+    """The revision of the one lost txn answer, after checking the txn did commit."""
+    assert len(proxy.lost) == 1, "the fault was not injected"
+    answer = proxy.lost[0]
+    assert answer.get("succeeded") is True, f"the lost txn did not take the lock: {answer}"
+    return int(answer["header"]["revision"])  # type: ignore[index]
+
+
+@pytest.mark.parametrize("mode", ["hang", "reset"])
+def test_lost_answer_to_uncontended_take_is_recognised(
+    etcd: EtcdMember, proxy: LossyProxy, direct: EtcdClient, lock_name: str, mode: str
+) -> None:
+    """The first txn takes the lock; its answer is lost; the repeat (on the next endpoint after a timeout,
+    on the same one after a reset) finds the key with our waiter id and holds it with the original token."""
+    coord = _coordinator(f"lockd+etcd3+http://{proxy.endpoint}?endpoints={etcd.endpoint}&lease_ttl=3&timeout=1")
+    try:
+        lock = coord.get_lock(lock_name.encode())
+        key = keys.lock_key(lock_name)
+        proxy.lose_next("kv/txn", b64(key).encode(), mode)
+        assert lock.acquire(blocking=True)
+        revision = _committed(proxy)
+        assert lock.token == revision
+        assert direct.get(key).create_revision == revision
+        assert _queue(direct, lock_name) == [], "the repeated txn left a queue entry behind"
+        assert lock.release()
+        assert direct.get(key) is None
+    finally:
+        coord.stop()
+
+
+def test_lost_answer_to_queued_take_is_recognised(
+    etcd: EtcdMember, proxy: LossyProxy, direct: EtcdClient, lock_name: str
+) -> None:
+    """A queued waiter's take txn commits unanswered after the holder leaves; the waiter's repeat finds its own
+    key and does not queue behind it."""
+    holder = _coordinator(f"lockd+etcd3+http://{etcd.endpoint}?lease_ttl=3&timeout=1")
+    waiter = _coordinator(f"lockd+etcd3+http://{proxy.endpoint}?endpoints={etcd.endpoint}&lease_ttl=3&timeout=1")
+    try:
+        held = holder.get_lock(lock_name.encode())
+        assert held.acquire(blocking=False)
+        lock = waiter.get_lock(lock_name.encode())
+        result: list[object] = []
+        thread = threading.Thread(target=lambda: result.append(lock.acquire(blocking=30)))
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not _queue(direct, lock_name):
+            assert time.monotonic() < deadline, "the waiter never queued"
+            time.sleep(0.02)
+        proxy.lose_next("kv/txn", b64(keys.lock_key(lock_name)).encode(), "hang")
+        assert held.release()
+        thread.join(30)
+        assert result == [True]
+        revision = _committed(proxy)
+        assert lock.token == revision
+        assert _queue(direct, lock_name) == []
+        assert lock.release()
+    finally:
+        waiter.stop()
+        holder.stop()
+
+
+def test_unanswered_take_with_no_member_left_is_undone(proxy: LossyProxy, direct: EtcdClient, lock_name: str) -> None:
+    """The only endpoint loses the answer: acquire raises a connection error (not a hang, not False), and the
+    key that did land is deleted at once, while the client's session lives on (so expiry did not do it)."""
+    coord = _coordinator(f"lockd+etcd3+http://{proxy.endpoint}?lease_ttl=3&timeout=1")
+    try:
+        lock = coord.get_lock(lock_name.encode())
+        key = keys.lock_key(lock_name)
+        proxy.lose_next("kv/txn", b64(key).encode(), "hang")
+        with pytest.raises(BackendError):
+            lock.acquire(blocking=True)
+        _committed(proxy)
+        session = coord.session()
+        deadline = time.monotonic() + 10
+        while direct.get(key) is not None:
+            assert time.monotonic() < deadline, "the unanswered take was never undone"
+            time.sleep(0.05)
+        assert session.alive(), "the key went with the lease, not with the client's cleanup"
+        assert direct.lease_time_to_live(session.lease_id) > 0
+        assert lock.acquire(blocking=False), "the lock is free again for the same client"
+        assert lock.release()
+    finally:
+        coord.stop()
+
+
+def test_control_stock_tooz_orphans_the_lock_for_a_full_ttl(
+    proxy: LossyProxy, direct: EtcdClient, lock_name: str
+) -> None:
+    """Control: stock tooz loses the same answer. It raises, owns nothing, yet the key it created stays held
+    on a lease nobody refreshes, so the lock is unavailable until that lease runs out."""
+    coord = tooz.coordination.get_coordinator(
+        f"etcd3+http://{proxy.endpoint}?timeout=1&lock_timeout=3", f"stock-{uuid.uuid4().hex[:6]}".encode()
+    )
+    coord.start()
+    try:
+        lock = coord.get_lock(lock_name.encode())
+        key = keys.lock_key(lock_name)
+        proxy.lose_next("kv/txn", b64(key).encode(), "hang")
+        with pytest.raises(Exception):  # noqa: B017 - whatever stock tooz raises, it did not get the lock
+            lock.acquire(blocking=True)
+        _committed(proxy)
+        assert not lock.acquired
+        orphan = direct.get(key)
+        assert orphan is not None, "stock tooz was expected to leave its key behind"
+        assert direct.lease_time_to_live(orphan.lease) > 0
+        assert not lock.acquire(blocking=False), "the orphaned key blocks even the client that created it"
+        print(f"\nstock tooz control: orphaned key on lease {orphan.lease:x} blocks the lock until it expires")
+    finally:
+        coord.stop()
