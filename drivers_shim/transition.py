@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from drivers_shim.names import call_arguments
 from drivers_shim.synchronized import held_locks
 from lockd import status
-from lockd.errors import TransitionConflict, UsageError
+from lockd.errors import LockdError, TransitionConflict, UsageError
 from lockd.status.model import check_expected, check_resource, check_status
 
 LOG = logging.getLogger(__name__)
@@ -50,9 +50,7 @@ def _refused(kind: str, resource_id: str, result: status.Result, wanted: str) ->
         status.FENCED: "was written by a newer lock holder (higher fencing token)",
         status.NOT_OWNER: "cannot be written: the fencing lock is no longer held",
     }.get(result.reason or "", f"refused ({result.reason})")
-    error = TransitionConflict(f"{kind} {resource_id} {why}", current=result.current)
-    error.reason = result.reason  # type: ignore[attr-defined]
-    return error
+    return TransitionConflict(f"{kind} {resource_id} {why}", current=result.current, reason=result.reason)
 
 
 def transition(
@@ -88,9 +86,13 @@ def transition(
             try:
                 value = func(*args, **kwargs)
             except BaseException:
-                ended = status.compare_and_set(kind, resource_id, [pending], failure, fence=fence)
-                if not ended.ok:
-                    LOG.error("%s %s: could not record %r after a failure: %s", kind, resource_id, failure, ended)
+                # The caller must see the body's exception, not a failure to record it.
+                try:
+                    ended = status.compare_and_set(kind, resource_id, [pending], failure, fence=fence)
+                    if not ended.ok:
+                        LOG.error("%s %s: could not record %r after a failure: %s", kind, resource_id, failure, ended)
+                except LockdError as exc:
+                    LOG.error("%s %s: could not record %r after a failure: %s", kind, resource_id, failure, exc)
                 raise
             ended = status.compare_and_set(kind, resource_id, [pending], success, fence=fence)
             if not ended.ok:

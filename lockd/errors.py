@@ -66,8 +66,12 @@ class SessionExpired(LockdError):
 
 
 class TransitionConflict(LockdError):
-    """A compare-and-set found a status outside ``expected``; ``current`` is what it found (None = absent)."""
+    """A compare-and-set found a status outside ``expected``; ``current`` is what it found (None = absent).
 
-    def __init__(self, message: str, current: str | None = None) -> None:
+    ``reason`` says why (lockd.status: "conflict", "fenced" by a newer token, "not_owner" of the fence lock).
+    """
+
+    def __init__(self, message: str, current: str | None = None, reason: str | None = None) -> None:
         super().__init__(message)
         self.current = current
+        self.reason = reason

@@ -126,7 +126,7 @@ def test_lock_broken_mid_call_cannot_record_success(shim: None) -> None:
     volume = _volume()
     with pytest.raises(TransitionConflict) as info:
         delete_while_broken(volume)
-    assert info.value.reason == NOT_OWNER  # type: ignore[attr-defined]
+    assert info.value.reason == NOT_OWNER
     assert lockd.status.get("volume", volume.id) == "deleting"
 
 
@@ -146,3 +146,16 @@ def test_bad_templates_and_statuses_are_usage_errors(shim: None) -> None:
     with pytest.raises(UsageError, match="cannot be rendered"):
         bad_id(volume)
     assert lockd.status.get("volume", volume.id) == "available"
+
+
+def test_body_exception_propagates_even_when_failure_status_is_refused(shim: None) -> None:
+    @drivers_shim.synchronized("{volume.id}-delete_volume")
+    @drivers_shim.transition(**DELETE)
+    def delete_then_fail(volume: types.SimpleNamespace) -> None:
+        runtime.coordinator().get_lock(f"cinder-{volume.id}-delete_volume").break_()
+        raise OSError("array unreachable")
+
+    volume = _volume()
+    with pytest.raises(OSError, match="array unreachable"):
+        delete_then_fail(volume)
+    assert lockd.status.get("volume", volume.id) == "deleting"  # the fenced failure write was refused
