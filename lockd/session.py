@@ -106,6 +106,11 @@ class Session:
                 return
         callback()
 
+    def remove_listener(self, callback: Callable[[], None]) -> None:
+        with self._mutex:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+
     def defer_delete(self, key: bytes, guard: list[dict[str, Any]] | None = None) -> None:
         """Delete ``key`` (only while the ``guard`` compares hold, if given) once etcd answers again.
 

@@ -35,6 +35,7 @@ class LockdLock(locking.Lock):
         )
         super().__init__(name if isinstance(name, bytes) else name.encode("ascii"))
         self._driver = driver
+        self._lost_callbacks: list[tuple[Session, Any]] = []
 
     @property
     def token(self) -> int | None:
@@ -66,6 +67,9 @@ class LockdLock(locking.Lock):
 
     def release(self) -> bool:
         self._driver._held.discard(self)
+        for session, callback in self._lost_callbacks:
+            session.remove_listener(callback)
+        self._lost_callbacks.clear()
         return self._mutex.release()
 
     def is_still_owner(self) -> bool:
@@ -78,17 +82,12 @@ class LockdLock(locking.Lock):
         return session.client.delete(self._mutex.key) > 0
 
     def on_lost(self, callback: Any) -> None:
-        """Call ``callback()`` if this lock's session lease is lost while it is held."""
+        """Call ``callback()`` if this lock's session lease is lost while it is held (not after release)."""
         session = self._mutex.session
-        if session is None:
+        if session is None or self._mutex.token is None:
             raise tooz.ToozError("lock is not held")
-        token = self._mutex.token
-
-        def fire() -> None:
-            if self._mutex.token == token:
-                callback()
-
-        session.add_listener(fire)
+        session.add_listener(callback)
+        self._lost_callbacks.append((session, callback))
 
 
 class LockdDriver(Etcd3Driver):

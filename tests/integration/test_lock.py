@@ -211,3 +211,13 @@ def test_group_membership_rides_on_the_session_lease(coordinator, etcd_url, lock
     kv = etcd_client(etcd_url).get(member_key)
     assert kv is not None and kv.lease == coordinator.session().lease_id
     coordinator.leave_group(group).get()
+
+
+def test_lost_callbacks_are_dropped_at_release(coordinator, lock_name) -> None:
+    """A long-running process registers a callback per acquisition; release must not leave them behind."""
+    lock = coordinator.get_lock(lock_name)
+    for _ in range(20):
+        assert lock.acquire()
+        lock.on_lost(lambda: None)
+        lock.release()
+    assert coordinator.session()._listeners == []
