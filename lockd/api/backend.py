@@ -78,6 +78,7 @@ class Backend:
         """Start the lock view and register the sidecar as a member; etcd being down is not fatal here."""
         self.view.start()
         self.metrics.watch(self.view.totals)
+        self.view.wait_first_read()
         try:
             self._session = Session(self.client, self.options.lease_ttl, self.member)
         except BackendError as exc:

@@ -32,7 +32,7 @@ LOG = logging.getLogger(__name__)
 
 _LOCKS_END = keys.range_end(keys.TOOZ_LOCK_PREFIX)
 _PAGE = 2000  # keys per range request during a resync: bounded answers however many locks are held
-_FIRST_SYNC_WAIT = 3.0  # seconds a request waits for the first read after startup before answering 503
+_FIRST_SYNC_WAIT = 3.0  # seconds startup waits for the first read of etcd before serving anyway
 
 
 @dataclass(frozen=True)
@@ -95,10 +95,12 @@ class LockView:
 
     # -- reads ----------------------------------------------------------------------------------------------
 
+    def wait_first_read(self, timeout: float = _FIRST_SYNC_WAIT) -> bool:
+        """Block until the first read of etcd succeeded or failed (startup only; handlers never block)."""
+        return self._synced.wait(timeout)
+
     def check(self) -> None:
-        """Raises BackendError when the copy cannot be trusted (etcd unreadable, or never read yet)."""
-        if not self._synced.is_set():
-            self._synced.wait(_FIRST_SYNC_WAIT)
+        """Raises BackendError when the copy cannot be trusted (etcd unreadable, or never read yet). No I/O."""
         error = self._error
         if error is not None:
             raise BackendError(error)
