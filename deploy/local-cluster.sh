@@ -157,23 +157,52 @@ cmd_start() {
     cmd_status
 }
 
-stop_one() {  # stop_one NAME WHAT: SIGTERM, then SIGKILL to its process group after 15 s
-    local pid
-    pid=$(alive "$1" "$2") || { rm -f "$dir/$1.pid"; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    if ! wait_for 15 "$1 to exit" eval "! kill -0 $pid 2>/dev/null"; then
-        echo "local-cluster: $1 (pid $pid) ignored SIGTERM; killing it" >&2
-    fi
-    kill -KILL -- "-$pid" 2>/dev/null || true  # the process group: anything it left behind
-    rm -f "$dir/$1.pid"
-    echo "stopped $1 (pid $pid)"
+stop_group() {  # stop_group WHAT NAME...: SIGTERM to all at once, then wait; SIGKILL the rest after 15 s
+    local what=$1 name pid names=() pids=()
+    shift
+    for name in "$@"; do
+        if pid=$(alive "$name" "$what"); then
+            kill -TERM "$pid" 2>/dev/null || true
+            names+=("$name") pids+=("$pid")
+        fi
+        rm -f "$dir/$name.pid"
+    done
+    local i
+    for i in "${!pids[@]}"; do
+        pid=${pids[$i]}
+        if ! wait_for 15 "${names[$i]} to exit" eval "! kill -0 $pid 2>/dev/null"; then
+            echo "local-cluster: ${names[$i]} (pid $pid) ignored SIGTERM; killing it" >&2
+        fi
+        kill -KILL -- "-$pid" 2>/dev/null || true  # its process group: anything it left behind
+        echo "stopped ${names[$i]} (pid $pid)"
+    done
+}
+
+# The member that is raft leader now (nothing if no member answers).
+leader_member() {
+    local n port
+    load_ports || return 0
+    for n in "${members[@]}"; do
+        port=ETCD_CLIENT_$n
+        if curl -s --max-time 2 -X POST -d '{}' "http://127.0.0.1:${!port}/v3/maintenance/status" 2>/dev/null |
+            python3 -c 'import json, sys; d = json.load(sys.stdin); sys.exit(d["header"]["member_id"] != d["leader"])' \
+                2>/dev/null; then
+            echo "$n"
+            return 0
+        fi
+    done
 }
 
 cmd_stop() {
-    local n
+    local leader n followers=()
     [ -d "$dir" ] || { echo "local-cluster: nothing in $dir"; return 0; }
-    for n in "${sidecars[@]}"; do stop_one "lockd-$n" serve; done
-    for n in "${members[@]}"; do stop_one "etcd-$n" etcd; done
+    # sidecars first (they are etcd's clients); then the followers together and the leader last: a leader
+    # stopped first hands over leadership, and the survivors then elect again while they shut down (slow)
+    stop_group serve lockd-1 lockd-2
+    leader=$(leader_member)
+    for n in "${members[@]}"; do [ "$n" = "$leader" ] || followers+=("etcd-$n"); done
+    stop_group etcd "${followers[@]}"
+    [ -z "$leader" ] || stop_group etcd "etcd-$leader"
 }
 
 cmd_status() {
