@@ -36,8 +36,8 @@ COLUMNS: dict[str, list[tuple[str, str, str, bool]]] = {
         ("leases_after_stop", "after stop", "{}", False),
     ],
     "crash": [
-        ("sigkill_s", "SIGKILL holder s", "{:.2f}", True),
-        ("clean_stop_s", "clean stop s", "{:.2f}", True),
+        ("sigkill_s", "SIGKILL holder s", "{:.3f}", True),
+        ("clean_stop_s", "clean stop s", "{:.3f}", True),
         ("lease_ttl_s", "TTL s", "{:g}", False),
     ],
 }
@@ -115,12 +115,15 @@ class Report:
     # -- output -------------------------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "machine": self.machine,
-            "config": self.config,
-            "scenarios": {s.name: s.to_json() for s in self.scenarios},
-            "floors": [dataclasses.asdict(f) | {"verdict": f.verdict} for f in self.floors],
-        }
+        """Plain JSON types only; a number that could not be measured (NaN) becomes null."""
+        return _finite(
+            {
+                "machine": self.machine,
+                "config": self.config,
+                "scenarios": {s.name: s.to_json() for s in self.scenarios},
+                "floors": [dataclasses.asdict(f) | {"verdict": f.verdict} for f in self.floors],
+            }
+        )
 
     def table(self) -> str:
         """The human-readable report: one table per scenario, then the floors."""
@@ -136,8 +139,9 @@ class Report:
             lines.append("")
             lines.append("== floors (issue 2; lockd against stock tooz in this run; information only)")
             width = max(len(f.name) for f in self.floors)
+            need = max(len(f.required) for f in self.floors)
             for f in self.floors:
-                lines.append(f"{f.verdict:<5} {f.name:<{width}}  required {f.required:<16} measured {f.measured}")
+                lines.append(f"{f.verdict:<5} {f.name:<{width}}  required {f.required:<{need}}  measured {f.measured}")
         return "\n".join(lines)
 
 
@@ -165,6 +169,16 @@ def _abs_floor(name: str, lockd: Any, key: str, op: str, bound: float, fmt: str)
     if lockd is None or key not in lockd or _nan(lockd[key]):
         return Floor(name, required, "-", None)
     return Floor(name, required, fmt.format(lockd[key]), _compare(lockd[key], op, bound))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _nan(value: Any) -> bool:
