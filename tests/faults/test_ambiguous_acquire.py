@@ -79,7 +79,7 @@ def test_lost_answer_to_uncontended_take_is_recognised(
         lock = coord.get_lock(lock_name.encode())
         key = keys.lock_key(lock_name)
         proxy.lose_next("kv/txn", b64(key).encode(), mode)
-        assert lock.acquire(blocking=True)
+        assert lock.acquire(blocking=10), "the repeated txn did not recognise the lock key it created"
         revision = _committed(proxy)
         assert lock.token == revision
         assert direct.get(key).create_revision == revision
