@@ -7,10 +7,13 @@ information: the exit code is 0 whatever they say, 2 for bad arguments, 1 when t
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import math
 import sys
 from typing import Any
+
+from tooz import ToozError
 
 from lockd.errors import UsageError
 
@@ -98,8 +101,11 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         report = runner.run(config, progress=not args.quiet and not args.json, log=sys.stderr)
-    except RuntimeError as exc:
-        print(f"lockd: bench failed: {exc}", file=sys.stderr)
+    except UsageError:
+        raise
+    except (RuntimeError, ToozError, OSError, http.client.HTTPException) as exc:
+        # stock tooz's and the raw client's failures too, not only lockd's: one line, exit 1, no traceback
+        print(f"lockd: bench failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         return 1
     if args.plot:
         from lockd.bench.plot import write_plot
