@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from lockd.errors import BackendError, SessionExpired, UsageError
 from lockd.etcd import keys
 from lockd.etcd.client import KeyValue, TxnResult, cmp_create, cmp_value, op_delete, op_put, op_range
+from lockd.etcd.watch import StreamBroken
 from lockd.session import Session
 
 LOG = logging.getLogger(__name__)
@@ -258,23 +259,25 @@ class Mutex:
     def _wait_for_delete(self, session: Session, key: bytes, deadline: float | None) -> str:
         """Block until ``key`` is deleted: "deleted", "timeout", or "broken" (re-check: member or session failed).
 
-        The watch starts from now, then one read checks the key still exists: a delete before the watch was
-        registered shows in the read, a later one on the stream.
+        The watch starts from now (synced, so a handoff is heard at once), then one read checks the key still
+        exists: a delete before the watch was registered shows in the read, a later one on the stream.
         """
         client = session.client
         try:
-            stream = client.watch_deletes(key, client.options.request_timeout)
+            stream = client.watch(key, filters=("NOPUT",))
         except BackendError:
-            return "broken"  # the member failed as we opened the watch: the take fails over and re-reads
+            return "broken"  # the client moved to another member; the take re-reads there
         try:
-            still_there = client.get(key) is not None
-        except BackendError:
-            stream.close()
+            if client.get(key) is None:
+                return "deleted"
+            for batch in stream.batches(deadline):
+                if any(event.deleted for event in batch):
+                    return "deleted"
+            return "timeout"
+        except (BackendError, StreamBroken):
             return "broken"
-        if not still_there:
+        finally:
             stream.close()
-            return "deleted"
-        return stream.wait(deadline)
 
     def _take(self, session: Session, waiter: str, queue_key: bytes, my_revision: int) -> _State | None:
         """The take txn; None when it won, else the fresh state it read instead."""

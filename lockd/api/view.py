@@ -22,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lockd.api.watch import Event, RangeWatch, StreamBroken
 from lockd.errors import BackendError
 from lockd.etcd import keys
 from lockd.etcd.client import EtcdClient, KeyValue, b64
+from lockd.etcd.watch import Event, StreamBroken, WatchStream
 from lockd.lock import Holder
 
 LOG = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class LockView:
         self._error: str | None = "the lock view has not read etcd yet"
         self._synced = threading.Event()
         self._stop = threading.Event()
-        self._stream: RangeWatch | None = None
+        self._stream: WatchStream | None = None
         self._endpoint = 0
         self._thread = threading.Thread(target=self._run, name="lockd-api-view", daemon=True)
 
@@ -208,7 +208,7 @@ class LockView:
             start = page[-1].key + b"\x00"
 
     def _follow(self, revision: int) -> None:
-        stream = RangeWatch(self._client, self._endpoint, keys.LOCKD_PREFIX, _LOCKS_END, revision + 1)
+        stream = WatchStream(self._client, self._endpoint, keys.LOCKD_PREFIX, _LOCKS_END, revision + 1)
         self._stream = stream
         try:
             if self._stop.is_set():

@@ -13,20 +13,21 @@ closed so their waiters re-read and re-watch through a live member.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import http.client
 import json
 import logging
-import socket
 import ssl
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Sequence
 from typing import Any
 
 from lockd.errors import BackendError, BackendTimeout
+from lockd.etcd.watch import WatchStream
+from lockd.etcd.wire import KeyValue, b64
 from lockd.options import BackendOptions
+
+__all__ = ["EtcdClient", "EtcdRequestError", "KeyValue", "TxnResult", "b64", "cmp_create", "cmp_mod", "cmp_value"]
 
 LOG = logging.getLogger(__name__)
 
@@ -34,35 +35,6 @@ LOG = logging.getLogger(__name__)
 _RETRY_ON_OTHER_MEMBER = {4, 10, 14}
 # gRPC NotFound: e.g. a lease that already expired.
 GRPC_NOT_FOUND = 5
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def unb64(text: str | None) -> bytes:
-    return base64.b64decode(text) if text else b""
-
-
-@dataclasses.dataclass(frozen=True)
-class KeyValue:
-    key: bytes
-    value: bytes
-    create_revision: int
-    mod_revision: int
-    version: int
-    lease: int
-
-    @classmethod
-    def from_json(cls, kv: dict[str, Any]) -> KeyValue:
-        return cls(
-            key=unb64(kv.get("key")),
-            value=unb64(kv.get("value")),
-            create_revision=int(kv.get("create_revision", 0)),
-            mod_revision=int(kv.get("mod_revision", 0)),
-            version=int(kv.get("version", 0)),
-            lease=int(kv.get("lease", 0)),
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +104,7 @@ class EtcdClient:
         self._current = 0
         self._local = threading.local()
         self._ssl = self._ssl_context() if options.https else None
-        self._watches: set[DeleteWatchStream] = set()
+        self._watches: set[WatchStream] = set()
         self._watches_lock = threading.Lock()
         self._closed = False
 
@@ -223,7 +195,13 @@ class EtcdClient:
                 conn = self._connection(index, timeout)
                 if attempt:
                     raise
-        answer = json.loads(data) if data else {}
+        try:
+            answer = json.loads(data) if data else {}
+        except ValueError:
+            # e.g. etcd started from a config file without enable-grpc-gateway answers "404 page not found"
+            raise _RetryOnOtherMember(
+                f"HTTP {response.status} with a non-JSON answer {data[:60]!r}: is etcd's JSON gateway enabled?"
+            ) from None
         if response.status == 200:
             return answer
         code = int(answer.get("code", 0))
@@ -301,16 +279,24 @@ class EtcdClient:
 
     # -- watches --------------------------------------------------------------------------------------------
 
-    def watch_deletes(self, key: bytes, timeout: float) -> DeleteWatchStream:
-        """Open a stream that reports deletions of ``key`` from now on; returns once etcd has registered it.
+    def watch(
+        self,
+        key: bytes,
+        end: bytes | None = None,
+        start_revision: int | None = None,
+        filters: Sequence[str] = (),
+    ) -> WatchStream:
+        """Open a watch on the current member (see lockd.etcd.watch); failover and session loss abort it.
 
-        Why "from now" and not from a past revision: etcd serves a watch that starts at an old revision from
-        its "unsynced" group, which it catches up only every 100 ms (mvcc syncWatchersLoop); under contention
-        every handoff then waited ~100 ms. A watch from now is synced and hears a delete within a millisecond.
-        The caller re-reads after this returns, so a delete that happened before the watch is not missed.
+        Raises:
+            BackendError: the member did not accept the watch; the client has moved to the next member.
         """
         index = self._current
-        stream = DeleteWatchStream(self, index, key, timeout)
+        try:
+            stream = WatchStream(self, index, key, end, start_revision, filters)
+        except BackendError:
+            self._fail_over(index)
+            raise
         with self._watches_lock:
             self._watches.add(stream)
         return stream
@@ -322,7 +308,7 @@ class EtcdClient:
         for stream in streams:
             stream.abort()
 
-    def _forget_watch(self, stream: DeleteWatchStream) -> None:
+    def forget_watch(self, stream: WatchStream) -> None:
         with self._watches_lock:
             self._watches.discard(stream)
 
@@ -334,85 +320,3 @@ class EtcdClient:
 
 class _RetryOnOtherMember(Exception):
     pass
-
-
-class DeleteWatchStream:
-    """One streaming ``/v3/watch`` on one key, filtered to DELETE events.
-
-    ``wait()`` blocks until the key is deleted, the deadline passes, or another thread calls ``abort()``
-    (session lost, member failed). It never loops on a timer: the only wake-ups are etcd's events.
-    """
-
-    def __init__(self, client: EtcdClient, endpoint: int, key: bytes, timeout: float) -> None:
-        self.client = client
-        self.endpoint = endpoint
-        self.key = key
-        self._aborted = False
-        self._conn = client.new_connection(endpoint, timeout)
-        body = {"create_request": {"key": b64(key), "filters": ["NOPUT"]}}
-        try:
-            self._conn.request("POST", "/v3/watch", json.dumps(body).encode(), {"Content-Type": "application/json"})
-            self._response = self._conn.getresponse()
-        except (OSError, http.client.HTTPException) as exc:
-            self.close()
-            client._fail_over(endpoint)
-            raise BackendError(f"cannot open a watch: {exc}", client.endpoint_name(endpoint)) from exc
-        if self._response.status != 200:
-            self.close()
-            raise BackendError(f"watch refused with HTTP {self._response.status}", client.endpoint_name(endpoint))
-        # The first message confirms the watch is registered; only then may the caller re-check the key.
-        try:
-            created = json.loads(self._response.readline() or b"{}").get("result", {}).get("created")
-        except (OSError, http.client.HTTPException, ValueError) as exc:
-            self.close()
-            client._fail_over(endpoint)
-            raise BackendError(f"watch not confirmed: {exc}", client.endpoint_name(endpoint)) from exc
-        if not created:
-            self.close()
-            raise BackendError("watch not confirmed by etcd", client.endpoint_name(endpoint))
-
-    def _messages(self, deadline: float | None) -> Iterator[dict[str, Any]]:
-        while not self._aborted:
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return
-                self._conn.sock.settimeout(left)
-            else:
-                self._conn.sock.settimeout(None)
-            line = self._response.readline()
-            if not line:
-                return
-            yield json.loads(line)
-
-    def wait(self, deadline: float | None) -> str:
-        """Returns "deleted", "timeout" or "broken" (aborted, compacted or the connection failed: re-check)."""
-        try:
-            for message in self._messages(deadline):
-                result = message.get("result", {})
-                if result.get("canceled") or result.get("compact_revision"):
-                    return "broken"
-                if any(ev.get("type") == "DELETE" for ev in result.get("events", [])):
-                    return "deleted"
-            if deadline is not None and time.monotonic() >= deadline and not self._aborted:
-                return "timeout"
-            return "broken"
-        except TimeoutError:
-            return "timeout" if not self._aborted else "broken"
-        except (OSError, http.client.HTTPException, ValueError, AttributeError):
-            return "broken"
-        finally:
-            self.close()
-
-    def abort(self) -> None:
-        self._aborted = True
-        sock = self._conn.sock
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        self.client._forget_watch(self)
-        self._conn.close()

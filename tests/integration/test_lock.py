@@ -221,3 +221,27 @@ def test_lost_callbacks_are_dropped_at_release(coordinator, lock_name) -> None:
         lock.on_lost(lambda: None)
         lock.release()
     assert coordinator.session()._listeners == []
+
+
+def test_an_endpoint_that_is_not_etcds_gateway_is_a_backend_error() -> None:
+    """A plain HTTP server answering 404 pages (etcd without its JSON gateway) must not leak a JSONDecodeError."""
+    import http.server
+
+    class NotEtcd(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+            self.send_response(404)
+            self.send_header("Content-Length", "18")
+            self.end_headers()
+            self.wfile.write(b"404 page not found")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotEtcd)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"lockd+etcd3+http://127.0.0.1:{server.server_address[1]}?timeout=2"
+        with pytest.raises(BackendError, match="JSON gateway"):
+            etcd_client(url).lease_grant(5)
+    finally:
+        server.shutdown()
