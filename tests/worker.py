@@ -116,6 +116,8 @@ def main() -> int:
         start, token = time.time(), getattr(lock, "token", None)
         emit(event="acquired" if ok else "not-acquired", token=token, pid=os.getpid())
         sys.stdin.read()
+        if opts.get("exit_holding"):
+            return 0  # leave without release() or stop(): only interpreter-exit hooks can free the lock
         still = lock.is_still_owner() if hasattr(lock, "token") else None
         believed = bool(lock.acquired)
         written = fenced_write(lock, token, opts.get("fenced_write")) if ok else {}

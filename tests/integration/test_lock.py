@@ -245,3 +245,13 @@ def test_an_endpoint_that_is_not_etcds_gateway_is_a_backend_error() -> None:
             etcd_client(url).lease_grant(5)
     finally:
         server.shutdown()
+
+
+def test_holder_that_exits_without_stop_frees_the_lock_at_exit(etcd_url, lock_name) -> None:
+    """A program that forgets coordinator.stop(): the atexit hook revokes the lease, no TTL wait for others."""
+    worker = Worker(etcd_url, lock_name, exit_holding=True)
+    assert worker.event()["event"] == "acquired"
+    assert worker.proc.stdin is not None
+    worker.proc.stdin.close()
+    assert worker.wait() == 0
+    assert etcd_client(etcd_url).get(keys.lock_key(lock_name)) is None
