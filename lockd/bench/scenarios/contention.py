@@ -107,6 +107,9 @@ def analyse(holds: list[Hold], processes: int) -> tuple[dict[str, Any], list[flo
         "handoff_p99_ms": handoff["p99_ms"],
         "handoffs": handoff["n"],
         "wait_p50_ms": latency_summary(waits)["p50_ms"],
+        # where a cycle's time goes: inside the lock (counter + sleep) and in the release call itself
+        "hold_p50_ms": latency_summary([h[3] - h[2] for h in holds])["p50_ms"],
+        "release_p50_ms": latency_summary([h[4] - h[3] for h in holds])["p50_ms"],
         "max_wait_ms": max(waits) * 1000.0,
         "jain": jain(counts),
         "overlaps": overlaps,
@@ -133,14 +136,7 @@ def _run_one(spec: TargetSpec, processes: int, cycles: int, hold: float) -> tupl
         for p in procs:
             p.start()
         try:
-            try:
-                start.wait(180)
-            except threading.BrokenBarrierError:
-                try:
-                    reason = results.get(timeout=5)[2].strip().splitlines()[-1]
-                except (queue.Empty, AttributeError, IndexError):
-                    reason = "no worker reported why"
-                raise RuntimeError(f"{spec.kind}: contention workers did not all start: {reason}") from None
+            _wait_for_workers(spec.kind, procs, start, results)
             deadline = time.monotonic() + 120 + processes * cycles * 0.1
             holds: list = []
             errors: list[str] = []
@@ -170,6 +166,25 @@ def _run_one(spec: TargetSpec, processes: int, cycles: int, hold: float) -> tupl
         if leases_live is not None:
             metrics["leases_live"] = leases_live
     return metrics, handoffs, counts
+
+
+def _wait_for_workers(kind: str, procs: list[Any], start: Any, results: Any) -> None:
+    """Release the start barrier once every worker waits at it; fail fast when one died on the way."""
+    deadline = time.monotonic() + 180
+    while start.n_waiting < len(procs) and not start.broken:
+        dead = [p for p in procs if p.exitcode is not None]
+        if dead or time.monotonic() > deadline:
+            start.abort()
+            break
+        time.sleep(0.02)  # polling the barrier: a dead worker would never arrive to break it
+    try:
+        start.wait(10)
+    except threading.BrokenBarrierError:
+        try:
+            reason = results.get(timeout=2)[2].strip().splitlines()[-1]
+        except (queue.Empty, AttributeError, IndexError):
+            reason = "a worker exited before reaching the start (see its stderr)"
+        raise RuntimeError(f"{kind}: contention workers did not all start: {reason}") from None
 
 
 def run(specs: list[TargetSpec], processes: int, cycles: int, hold: float) -> ScenarioResult:
