@@ -74,7 +74,9 @@ def test_bench_on_given_etcd_reports_every_scenario(
 
 
 def test_bench_without_backend_starts_and_stops_its_own_etcd(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = _bench(capsys, "--scenario", "uncontended", "--scenario", "status", "--ops", "5", "--quiet")
+    code, out, err = _bench(
+        capsys, "--scenario", "uncontended", "--scenario", "status", "--ops", "5", "--status-ops", "5", "--quiet"
+    )
     assert code == 0, err
     assert "private etcd started by the bench" in out
     assert "== uncontended" in out and ("PASS" in out or "FAIL" in out)

@@ -45,7 +45,12 @@ def run(spec: TargetSpec, ops: int) -> ScenarioResult:
     }
     accepted = inspect.signature(bench).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
-    answer = bench(**{k: v for k, v in offered.items() if takes_any or k in accepted})
+    try:
+        answer = bench(**{k: v for k, v in offered.items() if takes_any or k in accepted})
+    except Exception as exc:  # another module's benchmark: report its failure, keep the rest of the run
+        result.skipped = True
+        result.notes.append(f"run_status_bench failed: {type(exc).__name__}: {exc}")
+        return result
     if not isinstance(answer, dict):
         answer = getattr(answer, "__dict__", {"result": answer})
     per_target = {k: v for k, v in answer.items() if isinstance(v, dict)}
