@@ -35,6 +35,14 @@ COLUMNS: dict[str, list[tuple[str, str, str, bool]]] = {
         ("leases_live", "leases live", "{}", False),
         ("leases_after_stop", "after stop", "{}", False),
     ],
+    "status": [
+        ("transitions_per_s", "transitions/s", "{:.0f}", False),
+        ("fresh_per_s", "fresh ids/s", "{:.0f}", False),
+        ("race_winners_min", "race winners min", "{}", False),
+        ("race_winners_max", "max", "{}", False),
+        ("loser_calls_mean", "etcd calls/loser", "{:.2f}", False),
+        ("loser_call_ms_p50", "loser p50 ms", "{:.2f}", False),
+    ],
     "crash": [
         ("sigkill_s", "SIGKILL holder s", "{:.3f}", True),
         ("clean_stop_s", "clean stop s", "{:.3f}", True),
@@ -98,6 +106,14 @@ class Report:
                     lockd["leases_live"] <= processes,
                 )
             )
+        st = self.scenario("status")
+        if st is not None and "lockd-status" in st.metrics:
+            store = st.metrics["lockd-status"]
+            rate = min(store["transitions_per_s"], store["fresh_per_s"])
+            self.floors.append(Floor("status transitions >= 500/s", ">= 500/s", f"{rate:.0f}/s", rate >= 500))
+            one = store["race_winners_min"] == store["race_winners_max"] == 1
+            winners = f"{store['race_winners_min']}..{store['race_winners_max']} per round"
+            self.floors.append(Floor("status race: exactly one winner", "1 per round", winners, one))
         le = self.scenario("leases")
         lockd, _ = _pair(le)
         if lockd is None:
@@ -137,7 +153,9 @@ class Report:
             lines.extend(f"   note: {note}" for note in s.notes)
         if self.floors:
             lines.append("")
-            lines.append("== floors (issue 2; lockd against stock tooz in this run; information only)")
+            lines.append(
+                "== floors (issue 2, and the status floors; against stock measured in this run; information only)"
+            )
             width = max(len(f.name) for f in self.floors)
             need = max(len(f.required) for f in self.floors)
             for f in self.floors:

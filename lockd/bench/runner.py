@@ -35,6 +35,8 @@ class BenchConfig:
     lease_cycles: int = 1000
     lease_ttl: float = 10.0
     status_ops: int = 500
+    status_racers: int = 32
+    status_rounds: int = 5
 
 
 @contextlib.contextmanager
@@ -104,5 +106,5 @@ def _run_scenario(name: str, config: BenchConfig, spec: dict[str, TargetSpec]) -
     if name == "status":
         from lockd.bench.scenarios import status
 
-        return status.run(spec[LOCKD], config.status_ops)
+        return status.run(spec[LOCKD], config.status_ops, config.status_racers, config.status_rounds)
     raise ValueError(f"unknown scenario {name!r}")

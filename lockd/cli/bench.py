@@ -66,7 +66,9 @@ def register(subparsers: Any) -> None:
         "--lease-ttl", type=_seconds(2.0), default=10.0,
         help="lease TTL for lockd (lease_ttl) and stock tooz (lock_timeout) alike (default 10 s)",
     )  # fmt: skip
-    p.add_argument("--status-ops", type=_positive_int, default=500, help="status CAS operations (default 500)")
+    p.add_argument("--status-ops", type=_positive_int, default=500, help="status transitions (default 500)")
+    p.add_argument("--status-racers", type=_positive_int, default=32, help="processes in the status race (32)")
+    p.add_argument("--status-rounds", type=_positive_int, default=5, help="status race rounds (default 5)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
     p.add_argument("--plot", metavar="FILE.png", help="also write a PNG of latency distributions and fairness")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -98,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
         lease_cycles=args.lease_cycles,
         lease_ttl=args.lease_ttl,
         status_ops=args.status_ops,
+        status_racers=args.status_racers,
+        status_rounds=args.status_rounds,
     )
     try:
         report = runner.run(config, progress=not args.quiet and not args.json, log=sys.stderr)
