@@ -41,6 +41,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from lockd.errors import BackendError, SessionExpired, UsageError
 from lockd.etcd import keys
@@ -222,7 +223,7 @@ class Mutex:
             lock = result.kvs(0)
             return bool(lock) and self._won_if_mine(session, lock[0], waiter, None)
 
-        read_queue = op_range(self._queue_prefix, self._queue_end, keys_only=True, sort_target="CREATE")
+        read_queue = self._read_queue()
         result = client.txn(
             no_holder_no_queue, [put_lock], [op_put(queue_key, b"", session.lease_id), read_queue, read_lock]
         )
@@ -252,9 +253,21 @@ class Mutex:
                     return False
                 if not session.alive():
                     raise SessionExpired(f"session lost while waiting for {self.name!r}")
+                if older:
+                    # The predecessor left, usually because it just took the lock: a read (no raft write,
+                    # no fsync) tells whether we are next, and the take is tried only then.
+                    state = self._read_state(session)
+                    continue
             state = self._take(session, waiter, queue_key, mine.create_revision)
             if state is None:
                 return True
+
+    def _read_state(self, session: Session) -> _State:
+        result = session.client.txn([], [self._read_queue(), op_range(self.key)])
+        return _State(result.kvs(0), (result.kvs(1) or [None])[0], result.revision)
+
+    def _read_queue(self) -> dict[str, Any]:
+        return op_range(self._queue_prefix, self._queue_end, keys_only=True, sort_target="CREATE")
 
     def _wait_for_delete(self, session: Session, key: bytes, deadline: float | None) -> str:
         """Block until ``key`` is deleted: "deleted", "timeout", or "broken" (re-check: member or session failed).
@@ -289,7 +302,7 @@ class Mutex:
                 cmp_create(self._queue_prefix, my_revision - 1, result="GREATER", end=self._queue_end),
             ],
             [op_put(self.key, self._holder_value(waiter), session.lease_id), op_delete(queue_key)],
-            [op_range(self._queue_prefix, self._queue_end, keys_only=True, sort_target="CREATE"), op_range(self.key)],
+            [self._read_queue(), op_range(self.key)],
         )
         if result.succeeded:
             self._won(session, result.revision)
