@@ -27,13 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lockd", description="Distributed locks for OpenStack Cinder on etcd.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"lockd.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"lockd.cli.{name}":
-                raise
-            continue  # not built yet
-        module.register(sub)
+        importlib.import_module(f"lockd.cli.{name}").register(sub)
     return parser
 
 
