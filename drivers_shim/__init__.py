@@ -1,5 +1,6 @@
 """What Cinder driver code imports to take distributed locks and make fenced status transitions."""
 
+import lockd  # noqa: F401 - first: it keeps eventlet's import-time notice (via tooz) off the driver's stderr
 from drivers_shim.lockutils_patch import patch_lockutils, unpatch_lockutils
 from drivers_shim.runtime import configure
 from drivers_shim.synchronized import synchronized

@@ -32,6 +32,7 @@ Not guaranteed: mutual exclusion in real time against a holder paused past its l
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -41,7 +42,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from lockd.errors import BackendError, SessionExpired, UsageError
 from lockd.etcd import keys
@@ -50,6 +51,8 @@ from lockd.etcd.watch import StreamBroken
 from lockd.session import Session
 
 LOG = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 def validate_name(name: str | bytes) -> str:
@@ -256,11 +259,34 @@ class Mutex:
                 if older:
                     # The predecessor left, usually because it just took the lock: a read (no raft write,
                     # no fsync) tells whether we are next, and the take is tried only then.
-                    state = self._read_state(session)
+                    state = self._through_failover(session, deadline, lambda: self._read_state(session))
                     continue
-            state = self._take(session, waiter, queue_key, mine.create_revision)
-            if state is None:
+            take = functools.partial(self._take, session, waiter, queue_key, mine.create_revision)
+            taken = self._through_failover(session, deadline, take)
+            if taken is None:
                 return True
+            state = taken
+
+    def _through_failover(self, session: Session, deadline: float | None, call: Callable[[], _T]) -> _T:
+        """Repeat ``call`` while etcd fails but our lease is still confirmed, so a waiter keeps its place.
+
+        An election or a dead member makes every request fail for a moment; the queue entry lives on the
+        session lease, so while that lease is confirmed there is no reason to give up the place. A repeated
+        take is safe: if the first landed unanswered, the lock key carries our waiter id.
+        Raises:
+            SessionExpired: the lease was lost meanwhile (the caller queues again on a new session).
+            BackendError: the wait's deadline passed first.
+        """
+        while True:
+            try:
+                return call()
+            except BackendError as exc:
+                if not session.alive():
+                    raise SessionExpired(f"session lost while waiting for {self.name!r}") from exc
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                LOG.warning("waiting for %r: %s; retrying while the session lease holds", self.name, exc)
+                session.lost.wait(0.1)
 
     def _read_state(self, session: Session) -> _State:
         result = session.client.txn([], [self._read_queue(), op_range(self.key)])

@@ -1,53 +1,102 @@
-"""Start tests/worker.py children and read their JSON events with deadlines."""
+"""Lock clients in child processes (tests/worker.py) that a fault test can pause, resume, kill and listen to."""
 
 from __future__ import annotations
 
 import json
-import select
+import os
+import queue
+import signal
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
+REPO = Path(__file__).resolve().parents[1]
 
-class Worker:
-    """A lock client in a child process (see tests/worker.py)."""
 
-    def __init__(self, url: str, name: str, mode: str = "hold", **opts: Any) -> None:
+class WorkerProcess:
+    """One ``python -m tests.worker URL NAME MODE OPTS``; its JSON lines arrive as events on a queue."""
+
+    def __init__(self, url: str, name: str, mode: str, **opts: Any) -> None:
+        env = dict(os.environ, PYTHONPATH=str(REPO))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.worker", url, name, mode, json.dumps(opts)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            text=True,
+            stderr=subprocess.PIPE,
+            cwd=REPO,
+            env=env,
         )
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.stderr: list[str] = []
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
 
-    def event(self, timeout: float = 30.0) -> dict[str, Any]:
-        """The next JSON line the worker prints; fails the test if none comes within ``timeout``."""
+    def _read_stdout(self) -> None:
         assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        assert ready, f"worker {self.proc.pid} printed nothing within {timeout}s"
-        line = self.proc.stdout.readline()
-        assert line, f"worker {self.proc.pid} exited with {self.proc.poll()}"
-        return json.loads(line)
+        for line in self.proc.stdout:
+            try:
+                self.events.put(json.loads(line))
+            except ValueError:
+                self.stderr.append(line.decode(errors="replace"))
 
-    def finish(self) -> dict[str, Any]:
-        """Close stdin (the worker releases and stops) and return its last event."""
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line.decode(errors="replace"))
+
+    def wait_event(self, *names: str, timeout: float = 30.0) -> dict[str, Any]:
+        """The next event whose name is in ``names`` (others are skipped); fails after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(
+                    f"worker {self.proc.pid}: no {names} event in {timeout}s; stderr tail:\n"
+                    + "".join(self.stderr[-20:])
+                )
+            try:
+                event = self.events.get(timeout=min(left, 0.5))
+            except queue.Empty:
+                if self.proc.poll() is not None and self.events.empty():
+                    time.sleep(0.1)  # let the reader thread drain what the process wrote before exiting
+                    if self.events.empty():
+                        raise AssertionError(
+                            f"worker {self.proc.pid} exited ({self.proc.returncode}) before {names}; stderr tail:\n"
+                            + "".join(self.stderr[-20:])
+                        ) from None
+                continue
+            if event.get("event") in names:
+                return event
+
+    def finish(self) -> None:
+        """Close stdin: a ``hold``/``sync`` worker then checks its lock, releases it and exits."""
         assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        event = self.event()
-        self.proc.wait(30)
-        return event
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
 
-    def signal(self, signum: int) -> None:
-        self.proc.send_signal(signum)
+    def pause(self) -> None:
+        self.proc.send_signal(signal.SIGSTOP)
 
-    def wait(self, timeout: float = 30.0) -> int:
-        return self.proc.wait(timeout)
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
 
-    def kill(self) -> None:
+    def stop(self) -> None:
+        """Kill (if still running) and reap; safe to call twice."""
         if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
             self.proc.kill()
-            self.proc.wait(10)
+        self.proc.wait(10)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
 
 
 def wait_until(predicate: Any, timeout: float, interval: float = 0.02) -> bool:

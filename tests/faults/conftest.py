@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.etcd_cluster import EtcdCluster
-from tests.faults.procs import WorkerProcess
+from tests.procs import WorkerProcess
 
 
 @pytest.fixture(scope="session")

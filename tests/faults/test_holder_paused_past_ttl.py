@@ -21,7 +21,7 @@ import tooz.coordination
 
 from tests import history
 from tests.etcd_process import EtcdMember
-from tests.faults.procs import WorkerProcess
+from tests.procs import WorkerProcess
 
 pytestmark = pytest.mark.faults
 

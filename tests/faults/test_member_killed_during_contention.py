@@ -21,7 +21,7 @@ import pytest
 
 from tests import history
 from tests.etcd_cluster import EtcdCluster
-from tests.faults.procs import WorkerProcess
+from tests.procs import WorkerProcess
 
 pytestmark = pytest.mark.faults
 

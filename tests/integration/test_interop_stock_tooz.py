@@ -12,7 +12,7 @@ from lockd.etcd import keys
 from lockd.etcd.client import EtcdClient
 from lockd.lock import Holder
 from lockd.options import parse_backend_url
-from tests.procs import Worker
+from tests.procs import WorkerProcess
 
 
 def started(url: str, member: bytes) -> tooz.coordination.CoordinationDriver:
@@ -70,19 +70,19 @@ def test_stock_tooz_value_is_reported_as_an_unknown_holder(etcd_url, stock_url, 
 def test_mixed_fleet_contention_keeps_the_counter_exact(etcd_url, stock_url, lock_name, tmp_path) -> None:
     counter, history = tmp_path / "counter", tmp_path / "history"
     workers = [
-        Worker(url, lock_name, "contend", cycles=15, hold=0.002, counter=str(counter), history=str(history))
+        WorkerProcess(url, lock_name, "contend", cycles=15, hold=0.002, counter=str(counter), history=str(history))
         for url in (etcd_url, etcd_url, stock_url, stock_url)
     ]
     for w in workers:
-        assert w.event(timeout=120)["event"] == "done"
-        w.wait()
+        w.wait_event("done", timeout=120)
+        w.proc.wait(30)
     assert int(counter.read_text()) == 60
 
 
 def test_control_stock_tooz_holder_that_exits_on_sigterm_keeps_the_lock(etcd_url, stock_url, lock_name) -> None:
     """The stock-tooz half of our SIGTERM test: its stop() releases nothing, so the key outlives the process."""
-    worker = Worker(stock_url, lock_name)
-    assert worker.event()["event"] == "acquired"
-    worker.signal(signal.SIGTERM)
-    worker.wait()
+    worker = WorkerProcess(stock_url, lock_name, "hold")
+    assert worker.wait_event("acquired", "not-acquired")["event"] == "acquired"
+    worker.proc.send_signal(signal.SIGTERM)
+    worker.proc.wait(30)
     assert EtcdClient(parse_backend_url(etcd_url)).get(keys.lock_key(lock_name)) is not None

@@ -12,7 +12,7 @@ from lockd.errors import BackendError
 from lockd.etcd import keys
 from lockd.etcd.client import EtcdClient
 from lockd.options import parse_backend_url
-from tests.procs import Worker, wait_until
+from tests.procs import WorkerProcess, wait_until
 
 
 def etcd_client(url: str) -> EtcdClient:
@@ -136,19 +136,19 @@ def test_stop_releases_locks_and_revokes_the_lease(etcd_url, lock_name) -> None:
 
 def test_sigterm_of_holder_frees_the_lock_at_once(etcd_url, lock_name) -> None:
     """Python's default SIGTERM skips atexit; lockd installs a handler so the lease is revoked on the way out."""
-    worker = Worker(etcd_url, lock_name)
-    assert worker.event()["event"] == "acquired"
-    worker.signal(signal.SIGTERM)
-    worker.wait()
+    worker = WorkerProcess(etcd_url, lock_name, "hold")
+    assert worker.wait_event("acquired", "not-acquired")["event"] == "acquired"
+    worker.proc.send_signal(signal.SIGTERM)
+    worker.proc.wait(30)
     assert etcd_client(etcd_url).get(keys.lock_key(lock_name)) is None
 
 
 def test_sigkilled_holder_frees_the_lock_after_its_lease(coordinator, etcd_url, lock_name) -> None:
-    worker = Worker(etcd_url, lock_name)
-    assert worker.event()["event"] == "acquired"
+    worker = WorkerProcess(etcd_url, lock_name, "hold")
+    assert worker.wait_event("acquired", "not-acquired")["event"] == "acquired"
     lock = coordinator.get_lock(lock_name)
     assert not lock.acquire(blocking=False)
-    worker.kill()
+    worker.stop()
     # lease_ttl is 3 s in etcd_url; the wait bound is generous (TTL + election + slack), not a speed target
     assert lock.acquire(blocking=15)
     lock.release()
@@ -249,9 +249,8 @@ def test_an_endpoint_that_is_not_etcds_gateway_is_a_backend_error() -> None:
 
 def test_holder_that_exits_without_stop_frees_the_lock_at_exit(etcd_url, lock_name) -> None:
     """A program that forgets coordinator.stop(): the atexit hook revokes the lease, no TTL wait for others."""
-    worker = Worker(etcd_url, lock_name, exit_holding=True)
-    assert worker.event()["event"] == "acquired"
-    assert worker.proc.stdin is not None
-    worker.proc.stdin.close()
-    assert worker.wait() == 0
+    worker = WorkerProcess(etcd_url, lock_name, "hold", exit_holding=True)
+    assert worker.wait_event("acquired", "not-acquired")["event"] == "acquired"
+    worker.finish()
+    assert worker.proc.wait(30) == 0
     assert etcd_client(etcd_url).get(keys.lock_key(lock_name)) is None
