@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,11 +100,16 @@ class WorkerProcess:
                     pass
 
 
-def wait_until(predicate: Any, timeout: float, interval: float = 0.02) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` passes; returns its last value."""
+def wait_for(probe: Callable[[], Any], timeout: float = 15.0, what: str = "condition", interval: float = 0.02) -> Any:
+    """Poll ``probe`` until it returns something truthy and return that; fail the test after ``timeout`` seconds.
+
+    A deadline for a condition, not a speed check: timeouts are generous correctness bounds.
+    """
     deadline = time.monotonic() + timeout
     while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
+        value = probe()
+        if value:
             return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)

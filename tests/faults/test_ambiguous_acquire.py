@@ -16,7 +16,6 @@ shows the milder form: its orphaned key holds the lock for a full lease TTL whil
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -29,6 +28,7 @@ from lockd.etcd.client import EtcdClient, b64
 from lockd.options import parse_backend_url
 from tests.etcd_process import EtcdMember
 from tests.faults.lossy_proxy import LossyProxy
+from tests.procs import wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -104,10 +104,7 @@ def test_lost_answer_to_queued_take_is_recognised(
         result: list[object] = []
         thread = threading.Thread(target=lambda: result.append(lock.acquire(blocking=30)))
         thread.start()
-        deadline = time.monotonic() + 10
-        while not _queue(direct, lock_name):
-            assert time.monotonic() < deadline, "the waiter never queued"
-            time.sleep(0.02)
+        wait_for(lambda: _queue(direct, lock_name), 10, "the waiter to queue")
         proxy.lose_next("kv/txn", b64(keys.lock_key(lock_name)).encode(), "hang")
         assert held.release()
         thread.join(30)
@@ -133,10 +130,7 @@ def test_unanswered_take_with_no_member_left_is_undone(proxy: LossyProxy, direct
             lock.acquire(blocking=True)
         _committed(proxy)
         session = coord.session()
-        deadline = time.monotonic() + 10
-        while direct.get(key) is not None:
-            assert time.monotonic() < deadline, "the unanswered take was never undone"
-            time.sleep(0.05)
+        wait_for(lambda: direct.get(key) is None, 10, "the unanswered take to be undone")
         assert session.alive(), "the key went with the lease, not with the client's cleanup"
         assert direct.lease_time_to_live(session.lease_id) > 0
         assert lock.acquire(blocking=False), "the lock is free again for the same client"

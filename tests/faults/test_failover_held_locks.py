@@ -26,6 +26,7 @@ from lockd.etcd import keys
 from lockd.etcd.client import EtcdClient
 from lockd.options import parse_backend_url
 from tests.etcd_cluster import EtcdCluster
+from tests.procs import wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -71,18 +72,17 @@ def test_held_locks_and_queued_waiters_survive_failover(cluster: EtcdCluster, lo
         for i in (1, 2):
             threads.append(threading.Thread(target=wait, args=(i,), daemon=True))
             threads[-1].start()
-            deadline = time.monotonic() + 10
-            while _queue_length(probe, lock_name) < i:  # queue them one after the other: 1 before 2
-                assert time.monotonic() < deadline, f"waiter {i} never queued"
-                time.sleep(0.02)
+            # queue them one after the other: 1 before 2
+            wait_for(lambda i=i: _queue_length(probe, lock_name) >= i, 10, f"waiter {i} to queue")
 
         killed = time.monotonic()
         cluster.kill(target)
-        deadline = time.monotonic() + 30
-        while session.confirmed_until < killed + 2 * LEASE_TTL:
+
+        def confirmed_past_ttl() -> bool:
             assert not session.lost.is_set(), "the holder's session was lost across the failover"
-            assert time.monotonic() < deadline, "the holder's keepalive did not continue on another member"
-            time.sleep(0.05)
+            return session.confirmed_until >= killed + 2 * LEASE_TTL
+
+        wait_for(confirmed_past_ttl, 30, "the holder's keepalive to continue on another member", 0.05)
 
         assert holder.session is session and holder.token == token  # type: ignore[attr-defined]
         assert holder.is_still_owner()
@@ -92,10 +92,7 @@ def test_held_locks_and_queued_waiters_survive_failover(cluster: EtcdCluster, lo
         assert order == []
 
         assert holder.release()
-        deadline = time.monotonic() + 30
-        while len(order) < 1:
-            assert time.monotonic() < deadline, "the first waiter never got the lock"
-            time.sleep(0.02)
+        wait_for(lambda: order, 30, "the first waiter to get the lock")
         done.set()
         for t in threads:
             t.join(30)

@@ -21,7 +21,7 @@ import tooz.coordination
 
 from tests import history
 from tests.etcd_process import EtcdMember
-from tests.procs import WorkerProcess
+from tests.procs import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -38,12 +38,9 @@ def _take_while_paused(url: str, name: str, stock: bool) -> tuple[tooz.coordinat
     coord = tooz.coordination.get_coordinator(url, f"successor-{uuid.uuid4().hex[:6]}".encode())
     coord.start(start_heart=True)
     lock = coord.get_lock(name.encode())
-    deadline = time.monotonic() + 30
     if stock:
         # Stock tooz's blocking acquire can raise tenacity's RetryError; poll non-blocking instead.
-        while not lock.acquire(blocking=False):
-            assert time.monotonic() < deadline, "the paused stock holder's lease never ran out"
-            time.sleep(0.2)
+        wait_for(lambda: lock.acquire(blocking=False), 30, "the paused stock holder's lease to run out", 0.2)
     else:
         assert lock.acquire(blocking=30), "the paused lockd holder's lease never ran out"
     return coord, lock

@@ -21,7 +21,7 @@ import pytest
 
 from tests import history
 from tests.etcd_cluster import EtcdCluster
-from tests.procs import WorkerProcess
+from tests.procs import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -48,11 +48,12 @@ def test_contention_survives_member_kill(
         workers.append(
             WorkerProcess(url, lock_name, "contend", history=str(path), counter=str(counter), cycles=CYCLES, hold=0.005)
         )
-    deadline = time.monotonic() + 60
-    while _lines(path) < WORKERS * 2:
-        assert time.monotonic() < deadline, "contention run never got going"
+
+    def going() -> bool:
         assert all(w.proc.poll() is None for w in workers), "a worker died before the kill"
-        time.sleep(0.05)
+        return _lines(path) >= WORKERS * 2
+
+    wait_for(going, 60, "the contention run to get going", 0.05)
 
     before = _lines(path)
     killed_at = time.time()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -13,6 +11,7 @@ import uvicorn
 from lockd.api import create_app
 from lockd.config import Settings
 from tests.etcd_process import free_port
+from tests.procs import wait_for
 
 
 class ApiServer:
@@ -30,11 +29,12 @@ class ApiServer:
 
     def __enter__(self) -> ApiServer:
         self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
+
+        def started() -> bool:
             assert self.thread.is_alive(), "uvicorn exited during startup"
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
+            return self.server.started
+
+        wait_for(started, 20, "uvicorn to start")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -43,14 +43,3 @@ class ApiServer:
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=10, **kwargs)
-
-
-def wait_for(probe: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)

@@ -17,7 +17,8 @@ from lockd.config import Settings
 from lockd.etcd.client import EtcdClient
 from lockd.options import parse_backend_url
 from tests.etcd_process import EtcdMember
-from tests.integration.api_server import ApiServer, wait_for
+from tests.integration.api_server import ApiServer
+from tests.procs import wait_for
 
 TOKEN = "s3cret-admin-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

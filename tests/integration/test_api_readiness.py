@@ -9,7 +9,8 @@ import tooz.coordination
 
 from lockd.config import Settings
 from tests.etcd_process import EtcdMember
-from tests.integration.api_server import ApiServer, wait_for
+from tests.integration.api_server import ApiServer
+from tests.procs import wait_for
 
 
 @pytest.fixture

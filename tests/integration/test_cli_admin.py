@@ -13,7 +13,8 @@ import pytest
 from lockd.cli.main import main
 from lockd.config import Settings
 from tests.etcd_process import EtcdMember, free_port
-from tests.integration.api_server import ApiServer, wait_for
+from tests.integration.api_server import ApiServer
+from tests.procs import wait_for
 
 TOKEN = "cli-token"
 

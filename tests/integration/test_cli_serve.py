@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.etcd_process import EtcdMember, free_port
-from tests.integration.api_server import wait_for
+from tests.procs import wait_for
 
 
 def _serve(args: list[str], tmp_path: Path) -> subprocess.Popen[bytes]:

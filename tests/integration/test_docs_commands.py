@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.etcd_process import EtcdMember, free_port
-from tests.integration.api_server import wait_for
+from tests.procs import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 DOC_FILES = sorted((REPO / "docs").glob("*.md")) + sorted((REPO / "deploy").rglob("*.md"))

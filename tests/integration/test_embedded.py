@@ -17,7 +17,7 @@ from drivers_shim import runtime
 from lockd.embedded import HOW_TO_GET_ETCD, EtcdUnavailable, find_etcd
 from lockd.options import announced_backend_url
 from tests.etcd_process import free_port
-from tests.integration.api_server import wait_for
+from tests.procs import wait_for
 
 
 def _etcd_answers(url: str) -> bool:

@@ -12,7 +12,7 @@ from lockd.errors import BackendError
 from lockd.etcd import keys
 from lockd.etcd.client import EtcdClient
 from lockd.options import parse_backend_url
-from tests.procs import WorkerProcess, wait_until
+from tests.procs import WorkerProcess, wait_for
 
 
 def etcd_client(url: str) -> EtcdClient:
@@ -76,7 +76,7 @@ def test_waiters_are_served_in_arrival_order(coordinator, etcd_url, lock_name) -
         t.start()
         threads.append(t)
         # the next waiter starts only once this one is queued, so arrival order is known
-        assert wait_until(lambda i=i: queue_len(etcd_url, lock_name) == i + 1, 10)
+        wait_for(lambda i=i: queue_len(etcd_url, lock_name) == i + 1, 10, f"waiter {i} to queue")
     holder.release()
     for t in threads:
         t.join(30)
@@ -89,7 +89,7 @@ def test_releasing_worker_that_asks_again_goes_behind_waiters(coordinator, etcd_
     got: list[str] = []
     t = threading.Thread(target=lambda: (b.acquire(blocking=30), got.append("b"), b.release()))
     t.start()
-    assert wait_until(lambda: queue_len(etcd_url, lock_name) == 1, 10)
+    wait_for(lambda: queue_len(etcd_url, lock_name) == 1, 10, "the waiter to queue")
     a.release()
     assert a.acquire(blocking=30)
     got.append("a")

@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from oslo_concurrency import lockutils
 import drivers_shim
 from drivers_shim import lockutils_patch, runtime
 from lockd.etcd import keys
+from tests.procs import wait_for
 
 # Driver-like code with no lockd in it: a read-sleep-write increment under an oslo external lock.
 # The patch, when wanted, comes only from the environment (LOCKD_PATCH_LOCKUTILS=1 and the .pth hook).
@@ -52,14 +52,6 @@ for _ in range(cfg["cycles"]):
     critical(run / "counter", run / "order", cfg["me"], cfg["hold"])
 print(json.dumps({"external_lock": lockutils.external_lock.__module__}), flush=True)
 """
-
-
-def wait_until(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def host_env(lock_path: Path, backend_url: str | None) -> dict[str, str]:
@@ -132,7 +124,7 @@ def test_fair_external_locks_are_served_in_arrival_order_across_processes(
     try:
         for i, me in enumerate(("first", "second", "third")):
             procs.append(start_driver(tmp_path, me, lock_name, etcd_url, fair=True))
-            wait_until(lambda i=i: queued() == i + 1, f"{me} to queue behind the holder")
+            wait_for(lambda i=i: queued() == i + 1, 30, f"{me} to queue behind the holder")
     finally:
         holder.release()
     for proc in procs:
@@ -340,9 +332,7 @@ def test_a_lease_lost_while_held_is_logged_when_it_happens(
         with lockutils.lock(lock_name, "cinder-", external=True):
             session = runtime.coordinator().session()
             session.client.lease_revoke(session.lease_id)  # the fault: etcd forgets this process's lease
-            wait_until(
-                lambda: any("LOCK LOST" in r.getMessage() for r in caplog.records), "the lease-loss log", timeout=15
-            )
+            wait_for(lambda: any("LOCK LOST" in r.getMessage() for r in caplog.records), 15, "the lease-loss log")
     assert any(f"cinder-{lock_name}" in r.getMessage() for r in caplog.records if "LOCK LOST" in r.getMessage())
 
 

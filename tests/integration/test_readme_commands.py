@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from tests.etcd_process import free_port
-from tests.procs import wait_until
+from tests.procs import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,7 +36,7 @@ def test_run_script_serves_on_the_embedded_default_and_stops_on_sigterm(tmp_path
         text=True,
     )
     try:
-        assert wait_until(lambda: healthy(port), 180, interval=0.5), "lockd serve did not become ready"
+        wait_for(lambda: healthy(port), 180, "lockd serve to become ready", interval=0.5)
         assert (tmp_path / "backend_url").read_text().startswith("lockd+etcd3+http://127.0.0.1:")
     finally:
         proc.send_signal(signal.SIGTERM)
