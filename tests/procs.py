@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -10,9 +11,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import httpx
+
+from tests.etcd_process import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -113,3 +118,39 @@ def wait_for(probe: Callable[[], Any], timeout: float = 15.0, what: str = "condi
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def lockd_serve(state: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A real `lockd serve` subprocess (log in ``state/serve.log``); yields its base URL once /readyz is 200.
+
+    SIGTERM on exit, as systemd and Pacemaker stop it.
+    """
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = state / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lockd.cli.main", "serve", "--port", str(port), *args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def ready() -> bool:
+        assert proc.poll() is None, log_path.read_text()
+        try:
+            return httpx.get(url + "/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(ready, 60, "lockd serve /readyz")
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)

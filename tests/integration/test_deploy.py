@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.etcd_process import EtcdMember, free_port
-from tests.procs import wait_for
+from tests.procs import lockd_serve, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -66,28 +65,9 @@ def _processes_mentioning(text: str) -> list[int]:
 def serve(etcd: EtcdMember, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `lockd serve` subprocess on the session etcd; yields its base URL."""
     state = tmp_path_factory.mktemp("serve")
-    port = free_port()
-    log = open(state / "serve.log", "wb")
-    proc = subprocess.Popen(
-        [str(LOCKD_BIN), "serve", "--backend-url", f"lockd+etcd3+http://{etcd.endpoint}", "--port", str(port),
-         "--state-dir", str(state), "--lease-ttl", "3"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        assert proc.poll() is None, (state / "serve.log").read_text()
-        return _ready(url)
-
-    wait_for(up, timeout=60, what="lockd serve /readyz")
-    yield url
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-    log.close()
+    backend = f"lockd+etcd3+http://{etcd.endpoint}"
+    with lockd_serve(state, "--backend-url", backend, "--state-dir", str(state), "--lease-ttl", "3") as url:
+        yield url
 
 
 # -- systemd ---------------------------------------------------------------------------------------------------

@@ -13,17 +13,15 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.etcd_process import EtcdMember, free_port
-from tests.procs import wait_for
+from tests.etcd_process import EtcdMember
+from tests.procs import lockd_serve
 
 REPO = Path(__file__).resolve().parents[2]
 DOC_FILES = sorted((REPO / "docs").glob("*.md")) + sorted((REPO / "deploy").rglob("*.md"))
@@ -59,41 +57,20 @@ def docs_env(etcd: EtcdMember, tmp_path_factory: pytest.TempPathFactory) -> Iter
     """A real `lockd serve` with an admin token on the session etcd, and the environment the blocks run in."""
     state = tmp_path_factory.mktemp("docs-serve")
     token = secrets.token_urlsafe(16)
-    port = free_port()
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        "LOCKD_URL": f"http://127.0.0.1:{port}",
         "LOCKD_ADMIN_TOKEN": token,
         "LOCKD_STATE_DIR": str(state / "state"),
         "LOCKD_DEMO_DIR": str(state / "demo"),
         "HOME": str(state),
     }
     env.pop("LOCKD_BACKEND_URL", None)
-    log = open(state / "serve.log", "wb")
-    proc = subprocess.Popen(
-        ["lockd", "serve", "--backend-url", f"lockd+etcd3+http://{etcd.endpoint}", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-
-    def ready() -> bool:
-        assert proc.poll() is None, (state / "serve.log").read_text()
-        try:
-            return httpx.get(env["LOCKD_URL"] + "/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(ready, timeout=60, what="lockd serve for the docs")
-    env["_SERVE_ADDR"] = f"127.0.0.1:{port}"
-    env["_ETCD_ADDR"] = etcd.endpoint
-    yield env
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-    log.close()
+    with lockd_serve(state, "--backend-url", f"lockd+etcd3+http://{etcd.endpoint}", env=env) as url:
+        env["LOCKD_URL"] = url
+        env["_SERVE_ADDR"] = url.split("://", 1)[1]
+        env["_ETCD_ADDR"] = etcd.endpoint
+        yield env
     subprocess.run(["bash", str(REPO / "deploy" / "local-cluster.sh"), "stop"], env=env, capture_output=True)
 
 
