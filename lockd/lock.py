@@ -7,16 +7,21 @@ Keys (see lockd.etcd.keys):
                                       stock tooz's key, so tooz's ``etcd3+http`` clients and lockd exclude each
                                       other. lockd's value is JSON naming the holder; tooz's is 16 random bytes.
   ``/lockd/queue/<name>/<waiter>``    one per lockd waiter, on its session lease. Queue order = create_revision.
+                                      A waiter that gets the lock keeps its entry until it releases.
 
 Acquire:
   1. One txn: if the lock key is absent *and* the queue is empty, put the lock key (uncontended: one round trip).
      Otherwise put our queue key and read the queue and the lock key, all in the same txn.
-  2. If a waiter older than us exists, watch the newest older one for deletion (no herd: each waiter wakes
-     only when its predecessor leaves). If we are first but the key is held, watch the lock key.
-  3. Take: one txn "lock key absent, no older queue key, our queue key still there" -> put the lock key and
-     delete our queue key. On failure the same txn returns fresh state and we go back to 2.
-  A releasing worker that asks again finds the queue non-empty and queues at the back: FIFO among lockd
-  waiters. Stock tooz clients do not queue; they may take the key between two lockd holders.
+  2. If a queue entry older than ours exists, watch the newest older one for deletion (no herd: each waiter
+     wakes only when its predecessor leaves). If we are first but the key is held (a holder that came by the
+     fast path, or a stock tooz client), watch the lock key.
+  3. Take: one txn "lock key absent, no older queue key, our queue key still there" -> put the lock key.
+     On failure the same txn returns fresh state and we go back to 2.
+Release: one txn deletes the lock key (if its create_revision is still our token) and our queue entry.
+  The next waiter has been watching that entry since it queued, so a handoff is: release txn, one watch
+  event, one take txn. A releasing worker that asks again finds the queue non-empty and queues at the back:
+  FIFO among lockd waiters. Stock tooz clients do not queue; they may take the key between two lockd holders.
+  Freeing a lock from outside (force-break) deletes the holder's queue entry too (``free_ops``).
 
 Fencing token: the lock key's create_revision. etcd revisions only grow, so each acquisition of a name gets
 a larger token than every earlier one. Release is "delete if create_revision == token", so a holder that lost
@@ -75,6 +80,20 @@ def validate_name(name: str | bytes) -> str:
     return name
 
 
+def free_ops(name: str, holder_value: bytes) -> list[dict[str, Any]]:
+    """The deletes that free a lock whoever holds it: its key, and the holder's queue entry if it has one.
+
+    A lockd holder that came through the queue keeps its entry until release (its successor watches it), so
+    anything that frees the lock from outside, such as a force-break, must delete both or the successor waits
+    for the holder's lease.
+    """
+    ops = [op_delete(keys.lock_key(name))]
+    waiter = Holder.decode(holder_value).waiter
+    if waiter:
+        ops.append(op_delete(keys.queue_key(name, waiter)))
+    return ops
+
+
 @dataclass(frozen=True)
 class Holder:
     """Who holds a lock, decoded from the lock key's value (None fields for a stock tooz holder)."""
@@ -123,6 +142,7 @@ class Mutex:
         self.session: Session | None = None
         self._guard = threading.Lock()
         self._sent_values: list[bytes] = []
+        self._queue_key: bytes | None = None  # kept while held if we came through the queue
 
     # -- public -----------------------------------------------------------------------------------------------
 
@@ -155,15 +175,20 @@ class Mutex:
     def release(self) -> bool:
         """Delete the lock key if it is still ours. False when it was not (lost, broken, never held)."""
         with self._guard:
-            token, session = self.token, self.session
-            self.token = self.session = None
+            token, session, queue_key = self.token, self.session, self._queue_key
+            self.token = self.session = self._queue_key = None
         if token is None or session is None:
             return False
+        # Our queue entry (if we came through the queue) goes in the same txn, whatever the compare says:
+        # the successor watching it wakes exactly once, and a lost lock leaves no entry behind.
+        leave = [op_delete(queue_key)] if queue_key else []
         try:
-            result = session.client.txn([cmp_create(self.key, token)], [op_delete(self.key)])
+            result = session.client.txn([cmp_create(self.key, token)], [op_delete(self.key), *leave], leave)
         except BackendError:
             if session.alive():
                 session.defer_delete(self.key, [cmp_create(self.key, token)])
+                if queue_key:
+                    session.defer_delete(queue_key)
             raise
         if not result.succeeded:
             LOG.warning("lock %r (token %d) was no longer ours at release", self.name, token)
@@ -327,26 +352,24 @@ class Mutex:
                 # every queue key is at least as new as ours: nobody is ahead of us
                 cmp_create(self._queue_prefix, my_revision - 1, result="GREATER", end=self._queue_end),
             ],
-            [op_put(self.key, self._holder_value(waiter), session.lease_id), op_delete(queue_key)],
+            [op_put(self.key, self._holder_value(waiter), session.lease_id)],
             [self._read_queue(), op_range(self.key)],
         )
         if result.succeeded:
-            self._won(session, result.revision)
+            self._won(session, result.revision, queue_key)
             return None
         return _State(result.kvs(0), (result.kvs(1) or [None])[0], result.revision)
 
-    def _won(self, session: Session, token: int) -> bool:
+    def _won(self, session: Session, token: int, queue_key: bytes | None = None) -> bool:
         with self._guard:
-            self.token, self.session = token, session
+            self.token, self.session, self._queue_key = token, session, queue_key
         return True
 
     def _won_if_mine(self, session: Session, lock: KeyValue, waiter: str, queue_key: bytes | None) -> bool:
         """A lock key carrying our waiter id is ours: an earlier txn landed though its answer was lost."""
         if Holder.decode(lock.value).waiter != waiter:
             return False
-        if queue_key is not None:
-            self._leave_queue(session, queue_key)
-        return self._won(session, lock.create_revision)
+        return self._won(session, lock.create_revision, queue_key)
 
     def _abandon(self, session: Session, queue_key: bytes) -> None:
         """Undo a failed attempt: our queue entry, and the lock key if one of our puts landed unanswered."""

@@ -9,9 +9,9 @@ The keepalive thread refreshes the lease every third of its TTL. Each successful
 monotonic time ``t`` proves the lease lives until at least ``t + ttl`` on the server (etcd counts the TTL from
 when it handles the refresh, which is after we sent it; a leader change only ever extends TTLs). So
 ``confirmed_until = t + ttl`` is a deadline the client can trust without asking etcd. When it passes without a
-newer confirmation, or etcd answers that the lease is gone, the session is **lost**: ``lost`` is set, listeners
-run, and open watches are aborted. Because lock checks compare against ``confirmed_until`` directly, they turn
-False on time even if this thread was starved.
+newer confirmation, or etcd answers that the lease is gone, the session is **lost**: open watches are aborted,
+listeners run, then the ``lost`` event is set (so whoever waits on it sees the listeners' effects). Because
+lock checks compare against ``confirmed_until`` directly, they turn False on time even if this thread starves.
 
 What this does not guarantee: a process paused (SIGSTOP, GC, VM freeze) past its TTL cannot notice anything
 until it runs again, and by then another process may hold its lock. Only the fencing token, checked by the
@@ -51,6 +51,7 @@ class Session:
         self.client = client
         self.member = member
         self.lost = threading.Event()
+        self._ended = False  # lost or closed; ``lost`` is set after the listeners ran
         self._stop = threading.Event()
         self._listeners: list[Callable[[], None]] = []
         self._deferred: list[tuple[bytes, list[dict[str, Any]]]] = []  # (key, compares) still to delete
@@ -86,7 +87,7 @@ class Session:
 
     def alive(self) -> bool:
         """True while the lease is confirmed on the server; turns False on time even without the thread."""
-        if self.lost.is_set():
+        if self._ended:
             return False
         if time.monotonic() >= self.confirmed_until:
             self._mark_lost("lease not confirmed before its TTL ran out")
@@ -101,7 +102,7 @@ class Session:
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` (in the keepalive thread) when the session is lost; at once if it already is."""
         with self._mutex:
-            if not self.lost.is_set():
+            if not self._ended:
                 self._listeners.append(callback)
                 return
         callback()
@@ -165,9 +166,9 @@ class Session:
 
     def _mark_lost(self, reason: str) -> None:
         with self._mutex:
-            if self.lost.is_set():
+            if self._ended:
                 return
-            self.lost.set()
+            self._ended = True  # from here alive() is False; ``lost`` is set once the listeners have run
             listeners, self._listeners = self._listeners, []
         LOG.error("lockd session lease %x lost: %s; its locks are no longer held", self.lease_id, reason)
         self._stop.set()
@@ -177,6 +178,7 @@ class Session:
                 callback()
             except Exception:  # a listener's bug must not stop the others from hearing of the loss
                 LOG.exception("lease-loss listener failed")
+        self.lost.set()
         # If etcd still has the lease (it was unreachable, not dead), revoke it so others need not wait.
         threading.Thread(target=self._revoke_quietly, daemon=True).start()
 
@@ -194,10 +196,11 @@ class Session:
         _LIVE.discard(self)
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=self.client.options.request_timeout)
-        if not self.lost.is_set():
-            with self._mutex:
-                self.lost.set()
-                self._listeners = []
+        with self._mutex:
+            ending, self._ended = not self._ended, True
+            self._listeners = []
+        if ending:
+            self.lost.set()
             try:
                 self.client.lease_revoke(self.lease_id)
             except BackendError as exc:

@@ -18,8 +18,8 @@ from tooz import locking
 from tooz.drivers.etcd3gw import Etcd3Driver
 
 from lockd.errors import BackendError, SessionExpired
-from lockd.etcd.client import EtcdClient
-from lockd.lock import Mutex
+from lockd.etcd.client import EtcdClient, cmp_create
+from lockd.lock import Mutex, free_ops
 from lockd.options import OPTION_HELP, BackendOptions, parse_backend_url
 from lockd.session import Session
 
@@ -76,10 +76,14 @@ class LockdLock(locking.Lock):
         return self._mutex.is_still_owner()
 
     def break_(self) -> bool:
-        """Delete the lock key whoever holds it (operators: prefer ``lockd break``, which is audited)."""
+        """Free the lock whoever holds it (operators: prefer ``lockd break``, which is audited)."""
         session = self._driver.session()
         self._driver._held.discard(self)
-        return session.client.delete(self._mutex.key) > 0
+        kv = session.client.get(self._mutex.key)
+        if kv is None:
+            return False
+        ops = free_ops(self._mutex.name, kv.value)
+        return session.client.txn([cmp_create(self._mutex.key, kv.create_revision)], ops).succeeded
 
     def on_lost(self, callback: Any) -> None:
         """Call ``callback()`` if this lock's session lease is lost while it is held (not after release)."""

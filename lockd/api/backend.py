@@ -21,8 +21,8 @@ from lockd.api.view import HeldLock, LockView
 from lockd.config import Settings
 from lockd.errors import BackendError, LockdError, UsageError
 from lockd.etcd import keys
-from lockd.etcd.client import EtcdClient, KeyValue, b64, cmp_create, op_delete, op_put
-from lockd.lock import Holder
+from lockd.etcd.client import EtcdClient, KeyValue, b64, cmp_create, op_put
+from lockd.lock import Holder, free_ops
 from lockd.metrics import Metrics
 from lockd.options import parse_backend_url
 from lockd.session import Session
@@ -119,7 +119,8 @@ class Backend:
     def break_lock(self, name: str, requested_by: str) -> BreakRecord:
         """Delete the lock key of ``name`` (whoever holds it) and write an audit record, in one txn.
 
-        Only the key is deleted: the holder's session and its other locks are untouched, and its
+        Only the key (and the holder's queue entry, which its successor watches) is deleted: the holder's
+        session and its other locks are untouched, and its
         ``is_still_owner()`` turns False because the key with its token is gone.
 
         Raises:
@@ -136,7 +137,7 @@ class Backend:
             try:
                 result = self.client.txn(
                     [cmp_create(key, kv.create_revision)],
-                    [op_delete(key), op_put(keys.audit_key(name, kv.create_revision), audit)],
+                    [*free_ops(name, kv.value), op_put(keys.audit_key(name, kv.create_revision), audit)],
                 )
             except BackendError:
                 self.metrics.etcd_errors.inc()

@@ -119,8 +119,17 @@ class LockView:
         return self._locks.get(name)
 
     def waiters(self, name: str) -> int:
+        with self._mutex:
+            return self._waiters(name)
+
+    def _waiters(self, name: str) -> int:
+        """Queue entries of ``name`` but the holder's own (kept while held by a holder that came by the queue)."""
         queue = self._queues.get(name)
-        return len(queue) if queue else 0
+        if not queue:
+            return 0
+        lock = self._locks.get(name)
+        own = keys.queue_key(name, lock.holder.waiter) if lock is not None and lock.holder.waiter else None
+        return len(queue) - (own in queue)
 
     def members(self) -> list[MemberRecord]:
         with self._mutex:
@@ -139,7 +148,7 @@ class LockView:
     def totals(self) -> tuple[int, int, int]:
         """(locks held, waiters queued, members) for the metrics."""
         with self._mutex:
-            return len(self._locks), sum(len(q) for q in self._queues.values()), len(self._members)
+            return len(self._locks), sum(self._waiters(name) for name in self._queues), len(self._members)
 
     # -- the watch thread -----------------------------------------------------------------------------------
 

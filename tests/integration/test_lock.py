@@ -254,3 +254,43 @@ def test_holder_that_exits_without_stop_frees_the_lock_at_exit(etcd_url, lock_na
     worker.finish()
     assert worker.proc.wait(30) == 0
     assert etcd_client(etcd_url).get(keys.lock_key(lock_name)) is None
+
+
+def test_breaking_a_hung_holder_that_came_through_the_queue_wakes_the_next_waiter(
+    coordinator, etcd_url, lock_name
+) -> None:
+    """A holder that waited keeps its queue entry, which its successor watches: a break must free both."""
+    first, hung, next_in_line = (coordinator.get_lock(lock_name) for _ in range(3))
+    assert first.acquire()
+    got: list[bool] = []
+    t = threading.Thread(target=lambda: got.append(hung.acquire(blocking=30)))
+    t.start()
+    wait_for(lambda: queue_len(etcd_url, lock_name) == 1, 10, "the second lock to queue")
+    first.release()
+    t.join(30)
+    assert got == [True]  # `hung` now holds, through the queue: its entry is still there
+    assert queue_len(etcd_url, lock_name) == 1
+    result: list[bool] = []
+    waiter = threading.Thread(target=lambda: result.append(next_in_line.acquire(blocking=30)))
+    waiter.start()
+    wait_for(lambda: queue_len(etcd_url, lock_name) == 2, 10, "the third lock to queue")
+    assert coordinator.get_lock(lock_name).break_()
+    waiter.join(30)
+    assert result == [True]
+    assert hung.is_still_owner() is False
+    assert hung.release() is False
+    next_in_line.release()
+    assert queue_len(etcd_url, lock_name) == 0
+
+
+def test_release_removes_the_holders_queue_entry(coordinator, etcd_url, lock_name) -> None:
+    first, second = coordinator.get_lock(lock_name), coordinator.get_lock(lock_name)
+    assert first.acquire()
+    t = threading.Thread(target=lambda: second.acquire(blocking=30))
+    t.start()
+    wait_for(lambda: queue_len(etcd_url, lock_name) == 1, 10, "the second lock to queue")
+    first.release()
+    t.join(30)
+    assert second.token is not None
+    assert second.release()
+    assert queue_len(etcd_url, lock_name) == 0
