@@ -281,11 +281,8 @@ class Mutex:
                     return False
                 if not session.alive():
                     raise SessionExpired(f"session lost while waiting for {self.name!r}")
-                if older:
-                    # The predecessor left, usually because it just took the lock: a read (no raft write,
-                    # no fsync) tells whether we are next, and the take is tried only then.
-                    state = self._through_failover(session, deadline, lambda: self._read_state(session))
-                    continue
+            # Nothing to wait for, or the key we watched went (a release, a waiter giving up): usually we are
+            # next, so take at once; a failed take returns the fresh state in the same round trip.
             take = functools.partial(self._take, session, waiter, queue_key, mine.create_revision)
             taken = self._through_failover(session, deadline, take)
             if taken is None:
@@ -312,10 +309,6 @@ class Mutex:
                     raise
                 LOG.warning("waiting for %r: %s; retrying while the session lease holds", self.name, exc)
                 session.lost.wait(0.1)
-
-    def _read_state(self, session: Session) -> _State:
-        result = session.client.txn([], [self._read_queue(), op_range(self.key)])
-        return _State(result.kvs(0), (result.kvs(1) or [None])[0], result.revision)
 
     def _read_queue(self) -> dict[str, Any]:
         return op_range(self._queue_prefix, self._queue_end, keys_only=True, sort_target="CREATE")
