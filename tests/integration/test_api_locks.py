@@ -91,7 +91,11 @@ def test_waiters_are_counted_while_queued(http, coordinator, etcd_url: str, lock
         holder.release()
         thread.join(30)
         assert got == [True]
-        after = wait_for(lambda: _held(http, lock_name) if _held(http, lock_name)["token"] == waiter.token else None)
+        # the view follows etcd by watch: it may briefly show the lock free between release and take
+        after = wait_for(
+            lambda: (held := _held(http, lock_name)) and held["token"] == waiter.token and held,
+            what="the waiter as the new holder",
+        )
         assert after["waiters"] == 0
         waiter.release()
     finally:
