@@ -185,10 +185,7 @@ class Mutex:
         try:
             result = session.client.txn([cmp_create(self.key, token)], [op_delete(self.key), *leave], leave)
         except BackendError:
-            if session.alive():
-                session.defer_delete(self.key, [cmp_create(self.key, token)])
-                if queue_key:
-                    session.defer_delete(queue_key)
+            session.delete_later((self.key, [cmp_create(self.key, token)]), *[(k, []) for k in [queue_key] if k])
             raise
         if not result.succeeded:
             LOG.warning("lock %r (token %d) was no longer ours at release", self.name, token)
@@ -231,10 +228,11 @@ class Mutex:
         self._sent_values = []
         try:
             return self._try_or_wait(session, waiter, queue_key, deadline, try_once)
-        except BaseException:
+        except BaseException as exc:
             # An error (etcd unreachable, a timeout whose write may still land, an interrupt) must not leave
-            # a lock key or queue entry behind that nobody will release while the session lives on.
-            self._abandon(session, queue_key)
+            # a lock key or queue entry behind that nobody will release while the session lives on. After an
+            # etcd failure the cleanup is left to the keepalive thread rather than waiting on etcd again now.
+            self._abandon(session.delete_later if isinstance(exc, BackendError) else session.delete, queue_key)
             raise
 
     def _try_or_wait(
@@ -364,24 +362,13 @@ class Mutex:
             return False
         return self._won(session, lock.create_revision, queue_key)
 
-    def _abandon(self, session: Session, queue_key: bytes) -> None:
+    def _abandon(self, delete: Callable[..., None], queue_key: bytes) -> None:
         """Undo a failed attempt: our queue entry, and the lock key if one of our puts landed unanswered."""
         with self._guard:
             if self.token is not None:
                 return  # the attempt won after all; the caller holds the lock
-        self._leave_queue(session, queue_key)
-        for value in self._sent_values:
-            guard = [cmp_value(self.key, value)]
-            try:
-                session.client.txn(guard, [op_delete(self.key)])
-            except BackendError:
-                if session.alive():
-                    session.defer_delete(self.key, guard)
+        delete((queue_key, []), *[(self.key, [cmp_value(self.key, value)]) for value in self._sent_values])
 
     def _leave_queue(self, session: Session, queue_key: bytes) -> None:
-        """Remove our queue entry; if etcd cannot be reached, the session removes it later."""
-        try:
-            session.client.delete(queue_key)
-        except BackendError:
-            if session.alive():
-                session.defer_delete(queue_key)
+        """Remove our queue entry (a wait that ran out); the session retries if etcd cannot take it now."""
+        session.delete((queue_key, []))

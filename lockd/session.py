@@ -35,7 +35,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from lockd.errors import BackendError, SessionExpired
+from lockd.errors import BackendError
 from lockd.etcd import keys
 from lockd.etcd.client import EtcdClient, op_delete, op_put
 
@@ -94,11 +94,6 @@ class Session:
             return False
         return True
 
-    def check(self) -> None:
-        """Raises SessionExpired if the lease is gone (callers then start a new session)."""
-        if not self.alive():
-            raise SessionExpired(f"session lease {self.lease_id:x} expired")
-
     def add_listener(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` (in the keepalive thread) when the session is lost; at once if it already is."""
         with self._mutex:
@@ -112,13 +107,20 @@ class Session:
             if callback in self._listeners:
                 self._listeners.remove(callback)
 
-    def defer_delete(self, key: bytes, guard: list[dict[str, Any]] | None = None) -> None:
-        """Delete ``key`` (only while the ``guard`` compares hold, if given) once etcd answers again.
+    def delete_later(self, *items: tuple[bytes, list[dict[str, Any]]]) -> None:
+        """Delete each key (only while its guard compares hold) at the next keepalive, retried until etcd answers.
 
-        A release or cleanup that failed must not leave a key behind on a lease that stays alive.
+        For cleanups after etcd just failed: a release or an abandoned acquire must not leave a key behind on a
+        lease that stays alive, nor wait for etcd again now. A lost session keeps nothing: its keys go with it.
         """
-        with self._mutex:
-            self._deferred.append((key, guard or []))
+        if self.alive():
+            with self._mutex:
+                self._deferred.extend(items)
+
+    def delete(self, *items: tuple[bytes, list[dict[str, Any]]]) -> None:
+        """Like delete_later, but try now (one request at most; whatever etcd does not take now waits)."""
+        self.delete_later(*items)
+        self._flush_deferred()
 
     # -- keepalive ------------------------------------------------------------------------------------------
 
