@@ -37,7 +37,6 @@ import logging
 import os
 import threading
 import types
-import weakref
 from typing import Any
 
 from drivers_shim import runtime
@@ -46,24 +45,11 @@ from lockd.etcd.keys import MAX_NAME_LENGTH
 
 LOG = logging.getLogger(__name__)
 
-#: The environment variable the interpreter-start hook reads (any of these values switches the patch on).
-ENV_VAR = "LOCKD_PATCH_LOCKUTILS"
-TRUE_VALUES = ("1", "true", "yes", "on")
-
 _HASH_CHARS = 32  # 128 bits of sha256: collisions are not a practical concern
 _READABLE_CHARS = 200  # how much of an odd name is kept in front of its hash, for people reading `lockd locks`
 
 _patch_lock = threading.Lock()
 _originals: dict[str, Any] = {}
-
-_held_lock = threading.Lock()
-_held: set[DistributedLock] = set()
-_watched_sessions: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-def enabled_by_environment(environ: Any = os.environ) -> bool:
-    """True when ``$LOCKD_PATCH_LOCKUTILS`` asks for the patch (1, true, yes, on; case-insensitive)."""
-    return str(environ.get(ENV_VAR, "")).strip().lower() in TRUE_VALUES
 
 
 def lock_name(name: str, lock_file_prefix: str | None = None) -> str:
@@ -119,14 +105,24 @@ class DistributedLock:
         if self.acquired:
             return True  # fasteners re-locks its own file lock without waiting; keep that
         wait: bool | float = False if not blocking else (True if timeout is None else float(timeout))
-        lock = runtime.coordinator().get_lock(self.name)
+        lock = runtime.get_lock(self.name)
         if not lock.acquire(wait):
             return False
         self._lock, self.acquired, self.lost = lock, True, False
-        with _held_lock:
-            _held.add(self)
-        _watch_session(lock.session)
+        on_lost = getattr(lock, "on_lost", None)  # lockd locks only; other tooz backends cannot tell
+        if on_lost is not None:
+            on_lost(self._report_lost)
         return True
+
+    def _report_lost(self) -> None:
+        """Runs in the keepalive thread the moment the lease is lost (the lock's callback is dropped at release)."""
+        self.lost = True
+        LOG.error(
+            "LOCK LOST: lockd lock %r (oslo external lock %r) is no longer held because the session lease of "
+            "this process was lost; the code inside it is running unprotected and another host may now hold it",
+            self.name,
+            self.oslo_name,
+        )
 
     def release(self) -> None:
         """Release the lock. A lock found no longer ours is logged at ERROR (see the module docstring).
@@ -137,9 +133,7 @@ class DistributedLock:
         if not self.acquired:
             raise threading.ThreadError("Unable to release an unacquired lock")
         lock, self._lock, self.acquired = self._lock, None, False
-        with _held_lock:
-            _held.discard(self)
-        token = lock.token
+        token = getattr(lock, "token", None)
         try:
             still_ours = lock.release()
         except BackendError as exc:
@@ -164,30 +158,6 @@ class DistributedLock:
 
     def __repr__(self) -> str:
         return f"<DistributedLock {self.name!r} acquired={self.acquired}>"
-
-
-def _watch_session(session: Any) -> None:
-    """One loss listener per session (not per lock: a session's listeners live as long as it does)."""
-    if session is None:
-        return
-    with _held_lock:
-        if session in _watched_sessions:
-            return
-        _watched_sessions.add(session)
-    session.add_listener(lambda: _report_lost(session))
-
-
-def _report_lost(session: Any) -> None:
-    with _held_lock:
-        victims = [held for held in _held if held._lock is not None and held._lock.session is session]
-    for held in victims:
-        held.lost = True
-        LOG.error(
-            "LOCK LOST: lockd lock %r (oslo external lock %r) is no longer held because the session lease of "
-            "this process was lost; the code inside it is running unprotected and another host may now hold it",
-            held.name,
-            held.oslo_name,
-        )
 
 
 def external_lock(name: str, lock_file_prefix: str | None = None, lock_path: str | None = None) -> DistributedLock:

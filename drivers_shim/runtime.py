@@ -11,6 +11,7 @@ import dataclasses
 import os
 import socket
 import threading
+from typing import Any
 
 import tooz.coordination
 
@@ -80,6 +81,12 @@ def coordinator() -> tooz.coordination.CoordinationDriver:
             coord.start(start_heart=True)
             _coordinator, _owner_pid = coord, os.getpid()
         return _coordinator
+
+
+def get_lock(name: str) -> Any:
+    """A lock of the process's coordinator. Names go to tooz as ASCII bytes, as Cinder passes them: tooz's own
+    drivers (file, redis, ...) expect bytes; lockd takes either."""
+    return coordinator().get_lock(name.encode("ascii"))
 
 
 def stop() -> None:

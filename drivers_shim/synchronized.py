@@ -44,12 +44,11 @@ def locked(names: list[str], blocking: bool = True, timeout: float | None = None
             locks taken so far are released and the block does not run.
         LockLost: after the block, if a lock stopped being ours while it ran.
     """
-    coord = runtime.coordinator()
     deadline = None if timeout is None else time.monotonic() + timeout
     taken: list[Any] = []
     try:
         for name in names:
-            lock = coord.get_lock(name)
+            lock = runtime.get_lock(name)
             try:
                 ok = lock.acquire(_wait_for(blocking, timeout, deadline))
             except BackendError as exc:

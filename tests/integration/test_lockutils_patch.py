@@ -336,6 +336,21 @@ def test_a_lease_lost_while_held_is_logged_when_it_happens(
     assert any(f"cinder-{lock_name}" in r.getMessage() for r in caplog.records if "LOCK LOST" in r.getMessage())
 
 
+def test_patch_works_on_another_tooz_backend_that_cannot_report_loss(tmp_path: Path, lock_name: str) -> None:
+    """INTERFACE: other tooz URLs go to tooz's own driver; their locks have no lease-loss signal or token."""
+    runtime.configure(backend_url=f"file://{tmp_path}")
+    drivers_shim.patch_lockutils()
+    try:
+        ran = []
+        with lockutils.lock(lock_name, "cinder-", external=True):
+            ran.append(True)
+        assert ran == [True]
+    finally:
+        drivers_shim.unpatch_lockutils()
+        runtime.stop()
+        runtime.configure()
+
+
 # -- the start-up hook --------------------------------------------------------------------------------------------
 
 PROBE = "from oslo_concurrency import lockutils; print(lockutils.external_lock.__module__)"
