@@ -31,11 +31,12 @@ def render_names(templates: Iterable[str], values: Mapping[str, Any], prefix: st
     Raises:
         UsageError: a template names an argument the call does not have, or renders to an invalid name.
     """
-    names = set()
-    for template in templates:
-        try:
-            rendered = template.format(**values)
-        except (KeyError, AttributeError, IndexError, TypeError, ValueError) as exc:
-            raise UsageError(f"lock name template {template!r} cannot be rendered: {exc!r}") from None
-        names.add(validate_name(prefix + rendered))
-    return sorted(names)
+    return sorted({validate_name(prefix + render(template, values)) for template in templates})
+
+
+def render(template: str, values: Mapping[str, Any], what: str = "lock name") -> str:
+    """``template.format(**values)``, a bad template or argument becoming a UsageError that names it."""
+    try:
+        return template.format(**values)
+    except (KeyError, AttributeError, IndexError, TypeError, ValueError) as exc:
+        raise UsageError(f"{what} template {template!r} cannot be rendered: {exc!r}") from None

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
-from drivers_shim.names import call_arguments
+from drivers_shim.names import call_arguments, render
 from drivers_shim.synchronized import held_locks
 from lockd import status
 from lockd.errors import LockdError, TransitionConflict, UsageError
@@ -35,13 +35,6 @@ def fence_for(resource_id: str) -> Any:
         if resource_id in name and hasattr(lock, "token") and hasattr(lock, "key"):
             return lock
     return None
-
-
-def _render(template: str, values: dict[str, Any]) -> str:
-    try:
-        return template.format(**values)
-    except (KeyError, AttributeError, IndexError, TypeError, ValueError) as exc:
-        raise UsageError(f"resource id template {template!r} cannot be rendered: {exc!r}") from None
 
 
 def _refused(kind: str, resource_id: str, result: status.Result, wanted: str) -> TransitionConflict:
@@ -78,7 +71,7 @@ def transition(
     def decorator(func: F) -> F:
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            resource_id = _render(id, call_arguments(func, args, kwargs))
+            resource_id = render(id, call_arguments(func, args, kwargs), "resource id")
             fence = fence_for(resource_id)
             begun = status.compare_and_set(kind, resource_id, wanted, pending, fence=fence)
             if not begun.ok:
