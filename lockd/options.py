@@ -47,10 +47,6 @@ class BackendOptions:
     def scheme(self) -> str:
         return "https" if self.https else "http"
 
-    def describe(self) -> str:
-        """The endpoints as a human reads them (no secrets: cert paths are not secret, but stay out anyway)."""
-        return ",".join(f"{self.scheme}://{h}:{p}" for h, p in self.endpoints)
-
 
 def _first(value: object) -> str:
     # tooz hands options over as lists (parse_qs) or as plain values (keyword arguments).

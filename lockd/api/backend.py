@@ -21,7 +21,7 @@ from lockd.api.view import HeldLock, LockView
 from lockd.config import Settings
 from lockd.errors import BackendError, LockdError, UsageError
 from lockd.etcd import keys
-from lockd.etcd.client import EtcdClient, KeyValue, b64, cmp_create, op_put
+from lockd.etcd.client import EtcdClient, cmp_create, op_put
 from lockd.lock import Holder, free_ops
 from lockd.metrics import Metrics
 from lockd.options import parse_backend_url
@@ -61,8 +61,8 @@ class Backend:
         self.options = parse_backend_url(settings.backend_url, extra)
         self.settings = settings
         self.metrics = metrics
-        self.client = EtcdClient(self.options)
-        self.view = LockView(self.client, on_etcd_error=metrics.etcd_errors.inc, on_lease_loss=self._lease_lost)
+        self.client = EtcdClient(self.options, on_failure=metrics.etcd_errors.inc)
+        self.view = LockView(self.client, on_lease_loss=self._lease_lost)
         self.leases = LeaseClock(self.client)
         self.member = f"lockd-serve-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._session: Session | None = None
@@ -97,9 +97,8 @@ class Backend:
     def probe(self) -> None:
         """Ask etcd for its status now. Raises BackendError (and restarts the view's watch) when it cannot."""
         try:
-            self.client.call("maintenance/status", {}, timeout=_PROBE_TIMEOUT)
+            self.client.cluster_status(timeout=_PROBE_TIMEOUT)
         except BackendError:
-            self.metrics.etcd_errors.inc()
             self.view.restart_stream()
             raise
         self.view.check()
@@ -110,11 +109,7 @@ class Backend:
         return self.leases.stale(lock.lease for lock in locks)
 
     def refresh_leases(self, leases: list[int]) -> None:
-        try:
-            self.leases.refresh(leases)
-        except BackendError:
-            self.metrics.etcd_errors.inc()
-            raise
+        self.leases.refresh(leases)
 
     def break_lock(self, name: str, requested_by: str) -> BreakRecord:
         """Delete the lock key of ``name`` (whoever holds it) and write an audit record, in one txn.
@@ -129,19 +124,15 @@ class Backend:
         """
         key = keys.lock_key(name)
         for _ in range(_BREAK_ATTEMPTS):
-            kv = self._get(key)
+            kv = self.client.get(key)
             if kv is None:
                 raise NotHeld(f"lock {name!r} is not held")
             record = BreakRecord(name, kv.create_revision, Holder.decode(kv.value), time.time(), requested_by)
             audit = json.dumps(_audit_json(record), separators=(",", ":")).encode()
-            try:
-                result = self.client.txn(
-                    [cmp_create(key, kv.create_revision)],
-                    [*free_ops(name, kv.value), op_put(keys.audit_key(name, kv.create_revision), audit)],
-                )
-            except BackendError:
-                self.metrics.etcd_errors.inc()
-                raise
+            result = self.client.txn(
+                [cmp_create(key, kv.create_revision)],
+                [*free_ops(name, kv.value), op_put(keys.audit_key(name, kv.create_revision), audit)],
+            )
             if result.succeeded:
                 self.metrics.breaks.inc()
                 LOG.warning(
@@ -158,34 +149,18 @@ class Backend:
     def audit(self, name: str | None, limit: int) -> list[dict[str, Any]]:
         """Recorded breaks, newest first (of one lock, or of all)."""
         prefix = keys.AUDIT_PREFIX + (keys.quote(name) + b"/" if name is not None else b"")
-        body = {
-            "key": b64(prefix),
-            "range_end": b64(keys.range_end(prefix)),
-            "limit": str(limit),
-            "sort_order": "DESCEND",
-            "sort_target": "CREATE",
-        }
-        try:
-            answer = self.client.call("kv/range", body)
-        except BackendError:
-            self.metrics.etcd_errors.inc()
-            raise
+        kvs, _ = self.client.range(
+            prefix, keys.range_end(prefix), limit=str(limit), sort_order="DESCEND", sort_target="CREATE"
+        )
         out = []
-        for item in answer.get("kvs", []):
+        for kv in kvs:
             try:
-                data = json.loads(KeyValue.from_json(item).value)
+                data = json.loads(kv.value)
             except ValueError:
                 continue
             if isinstance(data, dict):
                 out.append(data)
         return out
-
-    def _get(self, key: bytes) -> KeyValue | None:
-        try:
-            return self.client.get(key)
-        except BackendError:
-            self.metrics.etcd_errors.inc()
-            raise
 
     # -- statuses -------------------------------------------------------------------------------------------
 

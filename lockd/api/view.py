@@ -59,11 +59,9 @@ class LockView:
     def __init__(
         self,
         client: EtcdClient,
-        on_etcd_error: Callable[[], None] = lambda: None,
         on_lease_loss: Callable[[str, int], None] = lambda member, locks: None,
     ) -> None:
         self._client = client
-        self._on_etcd_error = on_etcd_error
         self._on_lease_loss = on_lease_loss
         self._mutex = threading.Lock()
         self._locks: dict[str, HeldLock] = {}
@@ -74,7 +72,6 @@ class LockView:
         self._synced = threading.Event()
         self._stop = threading.Event()
         self._stream: WatchStream | None = None
-        self._endpoint = 0
         self._thread = threading.Thread(target=self._run, name="lockd-api-view", daemon=True)
 
     # -- lifecycle ------------------------------------------------------------------------------------------
@@ -174,8 +171,6 @@ class LockView:
             LOG.warning("lock view cannot read etcd: %s", reason)
         self._error = f"etcd unavailable: {reason}"
         self._synced.set()
-        self._endpoint = (self._endpoint + 1) % len(self._client.options.endpoints)
-        self._on_etcd_error()
 
     def _resync(self) -> int:
         """Replace the whole copy by one consistent read; returns the revision it was read at."""
@@ -217,7 +212,8 @@ class LockView:
             start = page[-1].key + b"\x00"
 
     def _follow(self, revision: int) -> None:
-        stream = WatchStream(self._client, self._endpoint, keys.LOCKD_PREFIX, _LOCKS_END, revision + 1)
+        # From the revision of the read, not from now: the view must not miss a change between the two.
+        stream = self._client.watch(keys.LOCKD_PREFIX, _LOCKS_END, start_revision=revision + 1)
         self._stream = stream
         try:
             if self._stop.is_set():
@@ -226,6 +222,7 @@ class LockView:
                 self._apply(batch)
         finally:
             self._stream = None
+            stream.close()
 
     def _apply(self, batch: list[Event]) -> None:
         now = time.time()

@@ -19,7 +19,7 @@ import json
 import logging
 import ssl
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lockd.errors import BackendError, BackendTimeout
@@ -99,8 +99,10 @@ def op_delete(key: bytes, end: bytes | None = None) -> dict[str, Any]:
 class EtcdClient:
     """A thread-safe etcd v3 gateway client over one or more members."""
 
-    def __init__(self, options: BackendOptions) -> None:
+    def __init__(self, options: BackendOptions, on_failure: Callable[[], None] | None = None) -> None:
+        """``on_failure`` is called each time a member fails a request or a watch (e.g. to count it)."""
         self.options = options
+        self._on_failure = on_failure
         self._current = 0
         self._local = threading.local()
         self._ssl = self._ssl_context() if options.https else None
@@ -144,6 +146,8 @@ class EtcdClient:
 
     def _fail_over(self, failed: int) -> None:
         """Move the whole client off a member that did not answer, and wake waiters watching through it."""
+        if self._on_failure is not None:
+            self._on_failure()
         if self._current == failed and len(self.options.endpoints) > 1:
             self._current = (failed + 1) % len(self.options.endpoints)
             LOG.warning("etcd %s failed; moving to %s", self.endpoint_name(failed), self.endpoint_name())
@@ -274,8 +278,9 @@ class EtcdClient:
         answer = self.call("lease/leases", {})
         return [int(item["ID"]) for item in answer.get("leases", [])]
 
-    def cluster_status(self) -> dict[str, Any]:
-        return self.call("maintenance/status", {})
+    def cluster_status(self, timeout: float | None = None) -> dict[str, Any]:
+        """The current member's status: answers only while etcd can serve (readiness probes)."""
+        return self.call("maintenance/status", {}, timeout)
 
     # -- watches --------------------------------------------------------------------------------------------
 

@@ -43,3 +43,11 @@ class ApiServer:
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=10, **kwargs)
+
+
+def metric(http: httpx.Client, name: str) -> float:
+    """The value of one Prometheus sample (no labels) from ``/metrics``."""
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"metric {name} not exported")

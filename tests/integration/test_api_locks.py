@@ -17,7 +17,7 @@ from lockd.config import Settings
 from lockd.etcd.client import EtcdClient
 from lockd.options import parse_backend_url
 from tests.etcd_process import EtcdMember
-from tests.integration.api_server import ApiServer
+from tests.integration.api_server import ApiServer, metric
 from tests.procs import wait_for
 
 TOKEN = "s3cret-admin-token-for-tests"
@@ -119,7 +119,7 @@ def test_break_releases_the_lock_audits_it_and_the_holder_sees_it(http, coordina
     assert lock.acquire()
     token = lock.token
     wait_for(lambda: _held(http, lock_name))
-    before = _metric(http, "lockd_lock_breaks_total")
+    before = metric(http, "lockd_lock_breaks_total")
     answer = http.delete(f"/v1/locks/{lock_name}", headers=AUTH)
     assert answer.status_code == 204
     assert not lock.is_still_owner()
@@ -129,7 +129,7 @@ def test_break_releases_the_lock_audits_it_and_the_holder_sees_it(http, coordina
     assert [(b["name"], b["token"], b["holder"]["member"]) for b in breaks] == [
         (lock_name, token, coordinator._member_id.decode())
     ]
-    assert _metric(http, "lockd_lock_breaks_total") == before + 1
+    assert metric(http, "lockd_lock_breaks_total") == before + 1
     assert not lock.release()
 
 
@@ -177,20 +177,20 @@ def test_a_lease_that_ends_with_locks_held_is_counted(http, coordinator, backend
     lock = coordinator.get_lock(lock_name)
     assert lock.acquire()
     wait_for(lambda: _held(http, lock_name))
-    before = _metric(http, "lockd_lease_losses_total")
+    before = metric(http, "lockd_lease_losses_total")
     client = EtcdClient(parse_backend_url(backend_url))
     try:
         assert client.lease_revoke(lock.session.lease_id)  # what etcd does when the lease runs out
     finally:
         client.close()
-    wait_for(lambda: _metric(http, "lockd_lease_losses_total") >= before + 1, what="the lease loss metric")
+    wait_for(lambda: metric(http, "lockd_lease_losses_total") >= before + 1, what="the lease loss metric")
     assert http.get(f"/v1/locks/{lock_name}").status_code == 404
 
 
 def test_metrics_export_gauges_and_request_counts(http, coordinator, lock_name: str) -> None:
     assert coordinator.get_lock(lock_name).acquire()
     wait_for(lambda: _held(http, lock_name))
-    assert _metric(http, "lockd_locks_held") >= 1
+    assert metric(http, "lockd_locks_held") >= 1
     text = http.get("/metrics").text
     assert 'lockd_api_requests_total{method="GET",route="/v1/locks/{name:path}",status="200"}' in text
     assert lock_name not in text, "lock names must not become metric labels"
@@ -228,10 +228,3 @@ def test_loopback_without_token_allows_break(backend_url: str, coordinator, lock
     with TestClient(create_app(Settings(backend_url=backend_url))) as client:
         assert client.delete(f"/v1/locks/{lock_name}").status_code == 204
     assert not lock.is_still_owner()
-
-
-def _metric(http, name: str) -> float:
-    for line in http.get("/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"metric {name} not exported")
