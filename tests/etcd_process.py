@@ -14,6 +14,9 @@ import urllib.request
 from pathlib import Path
 
 from lockd.embedded import find_etcd
+from lockd.etcd import keys
+from lockd.etcd.client import EtcdClient
+from lockd.options import parse_backend_url
 
 
 def etcd_binary() -> str:
@@ -133,3 +136,14 @@ class EtcdMember:
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+def queue_entries(etcd: EtcdClient | str, name: str) -> list[bytes]:
+    """The lockd queue keys of lock ``name`` (waiters, plus a holder that came through the queue).
+
+    ``etcd`` is a client or a lockd backend URL.
+    """
+    client = EtcdClient(parse_backend_url(etcd)) if isinstance(etcd, str) else etcd
+    prefix = keys.queue_prefix(name)
+    kvs, _ = client.range(prefix, keys.range_end(prefix), keys_only=True)
+    return [kv.key for kv in kvs]

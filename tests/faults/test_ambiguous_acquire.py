@@ -26,7 +26,7 @@ from lockd.errors import BackendError
 from lockd.etcd import keys
 from lockd.etcd.client import EtcdClient, b64
 from lockd.options import parse_backend_url
-from tests.etcd_process import EtcdMember
+from tests.etcd_process import EtcdMember, queue_entries
 from tests.faults.lossy_proxy import LossyProxy
 from tests.procs import wait_for
 
@@ -52,12 +52,6 @@ def _coordinator(url: str) -> tooz.coordination.CoordinationDriver:
     coord = tooz.coordination.get_coordinator(url, f"ambiguous-{uuid.uuid4().hex[:6]}".encode())
     coord.start(start_heart=True)
     return coord
-
-
-def _queue(direct: EtcdClient, name: str) -> list[bytes]:
-    prefix = keys.queue_prefix(name)
-    kvs, _ = direct.range(prefix, keys.range_end(prefix), keys_only=True)
-    return [kv.key for kv in kvs]
 
 
 def _committed(proxy: LossyProxy) -> int:
@@ -86,7 +80,7 @@ def test_lost_answer_to_uncontended_take_is_recognised(
         assert lock.release()
         assert direct.get(key) is None
         # the repeat may have queued before it saw the key was ours; that entry must go with the release
-        assert _queue(direct, lock_name) == [], "the repeated txn left a queue entry behind"
+        assert queue_entries(direct, lock_name) == [], "the repeated txn left a queue entry behind"
     finally:
         coord.stop()
 
@@ -105,7 +99,7 @@ def test_lost_answer_to_queued_take_is_recognised(
         result: list[object] = []
         thread = threading.Thread(target=lambda: result.append(lock.acquire(blocking=30)))
         thread.start()
-        wait_for(lambda: _queue(direct, lock_name), 10, "the waiter to queue")
+        wait_for(lambda: queue_entries(direct, lock_name), 10, "the waiter to queue")
         proxy.lose_next("kv/txn", b64(keys.lock_key(lock_name)).encode(), "hang")
         assert held.release()
         thread.join(30)
@@ -113,7 +107,7 @@ def test_lost_answer_to_queued_take_is_recognised(
         revision = _committed(proxy)
         assert lock.token == revision
         assert lock.release()
-        assert _queue(direct, lock_name) == [], "the holder's queue entry outlived its release"
+        assert queue_entries(direct, lock_name) == [], "the holder's queue entry outlived its release"
     finally:
         waiter.stop()
         holder.stop()

@@ -26,6 +26,7 @@ from lockd.etcd import keys
 from lockd.etcd.client import EtcdClient
 from lockd.options import parse_backend_url
 from tests.etcd_cluster import EtcdCluster
+from tests.etcd_process import queue_entries
 from tests.procs import wait_for
 
 pytestmark = pytest.mark.faults
@@ -37,12 +38,6 @@ def _coordinator(url: str) -> tooz.coordination.CoordinationDriver:
     coord = tooz.coordination.get_coordinator(url, f"failover-{uuid.uuid4().hex[:6]}".encode())
     coord.start(start_heart=True)
     return coord
-
-
-def _queue_length(client: EtcdClient, name: str) -> int:
-    prefix = keys.queue_prefix(name)
-    kvs, _ = client.range(prefix, keys.range_end(prefix), keys_only=True)
-    return len(kvs)
 
 
 @pytest.mark.parametrize("victim", ["follower", "leader"])
@@ -73,7 +68,7 @@ def test_held_locks_and_queued_waiters_survive_failover(cluster: EtcdCluster, lo
             threads.append(threading.Thread(target=wait, args=(i,), daemon=True))
             threads[-1].start()
             # queue them one after the other: 1 before 2
-            wait_for(lambda i=i: _queue_length(probe, lock_name) >= i, 10, f"waiter {i} to queue")
+            wait_for(lambda i=i: len(queue_entries(probe, lock_name)) >= i, 10, f"waiter {i} to queue")
 
         killed = time.monotonic()
         cluster.kill(target)
@@ -88,7 +83,7 @@ def test_held_locks_and_queued_waiters_survive_failover(cluster: EtcdCluster, lo
         assert holder.is_still_owner()
         kv = probe.get(keys.lock_key(lock_name))
         assert kv is not None and kv.create_revision == token and kv.lease == session.lease_id
-        assert _queue_length(probe, lock_name) == 2, "a waiter lost its place in the queue"
+        assert len(queue_entries(probe, lock_name)) == 2, "a waiter lost its place in the queue"
         assert order == []
 
         assert holder.release()

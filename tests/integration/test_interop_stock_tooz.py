@@ -4,67 +4,62 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
+from collections.abc import Iterator
 
+import pytest
 import tooz.coordination
 
 from lockd.etcd import keys
 from lockd.etcd.client import EtcdClient
 from lockd.lock import Holder
 from lockd.options import parse_backend_url
-from tests.procs import WorkerProcess
+from tests.etcd_process import queue_entries
+from tests.procs import WorkerProcess, wait_for
 
 
-def started(url: str, member: bytes) -> tooz.coordination.CoordinationDriver:
-    coord = tooz.coordination.get_coordinator(url, member)
+@pytest.fixture
+def stock(stock_url: str) -> Iterator[tooz.coordination.CoordinationDriver]:
+    """A stock tooz etcd3+http coordinator on the same etcd: the other half of a mixed fleet."""
+    coord = tooz.coordination.get_coordinator(stock_url, b"stock")
     coord.start()
-    return coord
+    yield coord
+    coord.stop()
 
 
-def test_lockd_holder_excludes_stock_tooz(coordinator, stock_url, lock_name) -> None:
-    stock = started(stock_url, b"stock")
-    try:
-        lock = coordinator.get_lock(lock_name)
-        assert lock.acquire()
-        stock_lock = stock.get_lock(lock_name.encode())
-        assert stock_lock.acquire(blocking=False) is False
-        assert lock.release()
-        assert stock_lock.acquire(blocking=False) is True
-        stock_lock.release()
-    finally:
-        stock.stop()
+def test_lockd_holder_excludes_stock_tooz(coordinator, stock, lock_name) -> None:
+    lock = coordinator.get_lock(lock_name)
+    assert lock.acquire()
+    stock_lock = stock.get_lock(lock_name.encode())
+    assert stock_lock.acquire(blocking=False) is False
+    assert lock.release()
+    assert stock_lock.acquire(blocking=False) is True
+    stock_lock.release()
 
 
-def test_stock_tooz_holder_excludes_lockd_and_lockd_wakes_on_its_release(coordinator, stock_url, lock_name) -> None:
-    stock = started(stock_url, b"stock")
-    try:
-        stock_lock = stock.get_lock(lock_name.encode())
-        assert stock_lock.acquire(blocking=False)
-        lock = coordinator.get_lock(lock_name)
-        assert lock.acquire(blocking=False) is False
-        got = threading.Event()
-        t = threading.Thread(target=lambda: lock.acquire(blocking=30) and got.set())
-        t.start()
-        time.sleep(0.2)  # let it queue behind the stock holder; it must not get in while the stock lock is held
-        assert not got.is_set()
-        stock_lock.release()
-        t.join(30)
-        assert got.is_set()
-        assert lock.release()
-    finally:
-        stock.stop()
+def test_stock_tooz_holder_excludes_lockd_and_lockd_wakes_on_its_release(
+    coordinator, stock, etcd_url, lock_name
+) -> None:
+    stock_lock = stock.get_lock(lock_name.encode())
+    assert stock_lock.acquire(blocking=False)
+    lock = coordinator.get_lock(lock_name)
+    assert lock.acquire(blocking=False) is False
+    got = threading.Event()
+    t = threading.Thread(target=lambda: lock.acquire(blocking=30) and got.set())
+    t.start()
+    wait_for(lambda: len(queue_entries(etcd_url, lock_name)) == 1, 10, "lockd to queue behind the stock holder")
+    assert not got.is_set()
+    stock_lock.release()
+    t.join(30)
+    assert got.is_set()
+    assert lock.release()
 
 
-def test_stock_tooz_value_is_reported_as_an_unknown_holder(etcd_url, stock_url, lock_name) -> None:
-    stock = started(stock_url, b"stock")
-    try:
-        stock_lock = stock.get_lock(lock_name.encode())
-        assert stock_lock.acquire(blocking=False)
-        kv = EtcdClient(parse_backend_url(etcd_url)).get(keys.lock_key(lock_name))
-        assert kv is not None and not Holder.decode(kv.value).is_lockd
-        stock_lock.release()
-    finally:
-        stock.stop()
+def test_stock_tooz_value_is_reported_as_an_unknown_holder(etcd_url, stock, lock_name) -> None:
+    stock_lock = stock.get_lock(lock_name.encode())
+    assert stock_lock.acquire(blocking=False)
+    kv = EtcdClient(parse_backend_url(etcd_url)).get(keys.lock_key(lock_name))
+    assert kv is not None and not Holder.decode(kv.value).is_lockd
+    stock_lock.release()
 
 
 def test_mixed_fleet_contention_keeps_the_counter_exact(etcd_url, stock_url, lock_name, tmp_path) -> None:

@@ -12,17 +12,12 @@ from lockd.errors import BackendError
 from lockd.etcd import keys
 from lockd.etcd.client import EtcdClient
 from lockd.options import parse_backend_url
+from tests.etcd_process import queue_entries
 from tests.procs import WorkerProcess, wait_for
 
 
 def etcd_client(url: str) -> EtcdClient:
     return EtcdClient(parse_backend_url(url))
-
-
-def queue_len(url: str, name: str) -> int:
-    prefix = keys.queue_prefix(name)
-    kvs, _ = etcd_client(url).range(prefix, keys.range_end(prefix), keys_only=True)
-    return len(kvs)
 
 
 def test_second_lock_object_is_excluded_and_gets_a_larger_token(coordinator, lock_name) -> None:
@@ -76,7 +71,7 @@ def test_waiters_are_served_in_arrival_order(coordinator, etcd_url, lock_name) -
         t.start()
         threads.append(t)
         # the next waiter starts only once this one is queued, so arrival order is known
-        wait_for(lambda i=i: queue_len(etcd_url, lock_name) == i + 1, 10, f"waiter {i} to queue")
+        wait_for(lambda i=i: len(queue_entries(etcd_url, lock_name)) == i + 1, 10, f"waiter {i} to queue")
     holder.release()
     for t in threads:
         t.join(30)
@@ -89,7 +84,7 @@ def test_releasing_worker_that_asks_again_goes_behind_waiters(coordinator, etcd_
     got: list[str] = []
     t = threading.Thread(target=lambda: (b.acquire(blocking=30), got.append("b"), b.release()))
     t.start()
-    wait_for(lambda: queue_len(etcd_url, lock_name) == 1, 10, "the waiter to queue")
+    wait_for(lambda: len(queue_entries(etcd_url, lock_name)) == 1, 10, "the waiter to queue")
     a.release()
     assert a.acquire(blocking=30)
     got.append("a")
@@ -103,7 +98,7 @@ def test_timed_out_wait_leaves_no_queue_entry(coordinator, etcd_url, lock_name) 
     assert holder.acquire()
     assert waiter.acquire(blocking=0.3) is False
     assert waiter.acquire(blocking=False) is False
-    assert queue_len(etcd_url, lock_name) == 0
+    assert len(queue_entries(etcd_url, lock_name)) == 0
     holder.release()
 
 
@@ -265,22 +260,22 @@ def test_breaking_a_hung_holder_that_came_through_the_queue_wakes_the_next_waite
     got: list[bool] = []
     t = threading.Thread(target=lambda: got.append(hung.acquire(blocking=30)))
     t.start()
-    wait_for(lambda: queue_len(etcd_url, lock_name) == 1, 10, "the second lock to queue")
+    wait_for(lambda: len(queue_entries(etcd_url, lock_name)) == 1, 10, "the second lock to queue")
     first.release()
     t.join(30)
     assert got == [True]  # `hung` now holds, through the queue: its entry is still there
-    assert queue_len(etcd_url, lock_name) == 1
+    assert len(queue_entries(etcd_url, lock_name)) == 1
     result: list[bool] = []
     waiter = threading.Thread(target=lambda: result.append(next_in_line.acquire(blocking=30)))
     waiter.start()
-    wait_for(lambda: queue_len(etcd_url, lock_name) == 2, 10, "the third lock to queue")
+    wait_for(lambda: len(queue_entries(etcd_url, lock_name)) == 2, 10, "the third lock to queue")
     assert coordinator.get_lock(lock_name).break_()
     waiter.join(30)
     assert result == [True]
     assert hung.is_still_owner() is False
     assert hung.release() is False
     next_in_line.release()
-    assert queue_len(etcd_url, lock_name) == 0
+    assert len(queue_entries(etcd_url, lock_name)) == 0
 
 
 def test_release_removes_the_holders_queue_entry(coordinator, etcd_url, lock_name) -> None:
@@ -288,9 +283,9 @@ def test_release_removes_the_holders_queue_entry(coordinator, etcd_url, lock_nam
     assert first.acquire()
     t = threading.Thread(target=lambda: second.acquire(blocking=30))
     t.start()
-    wait_for(lambda: queue_len(etcd_url, lock_name) == 1, 10, "the second lock to queue")
+    wait_for(lambda: len(queue_entries(etcd_url, lock_name)) == 1, 10, "the second lock to queue")
     first.release()
     t.join(30)
     assert second.token is not None
     assert second.release()
-    assert queue_len(etcd_url, lock_name) == 0
+    assert len(queue_entries(etcd_url, lock_name)) == 0

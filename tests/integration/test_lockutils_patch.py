@@ -21,7 +21,7 @@ from oslo_concurrency import lockutils
 
 import drivers_shim
 from drivers_shim import lockutils_patch, runtime
-from lockd.etcd import keys
+from tests.etcd_process import queue_entries
 from tests.procs import wait_for
 
 # Driver-like code with no lockd in it: a read-sleep-write increment under an oslo external lock.
@@ -115,10 +115,9 @@ def test_fair_external_locks_are_served_in_arrival_order_across_processes(
     name = lockutils_patch.lock_name(lock_name, "cinder-")
     holder = coordinator.get_lock(name)
     assert holder.acquire(blocking=False)
-    queue = keys.queue_prefix(name)
 
     def queued() -> int:
-        return len(coordinator.etcd.range(queue, keys.range_end(queue), keys_only=True)[0])
+        return len(queue_entries(coordinator.etcd, name))
 
     procs = []
     try:
