@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -169,8 +170,14 @@ def test_ocf_agent_passes_ocf_tester_against_real_lockd(etcd: EtcdMember, tmp_pa
     args = [OCF_TESTER, "-n", "lockd-test"]
     for key, value in params.items():
         args += ["-o", f"{key}={value}"]
+    # ocf-tester runs the agent as user nobody to check its permissions: give it a copy nobody can reach
+    # (the checkout may sit in a 0700 directory, as mktemp -d and pytest's tmp_path both make).
+    public = Path(tempfile.mkdtemp(prefix="lockd-ocf-"))
+    public.chmod(0o755)
+    agent = public / "lockd"
+    shutil.copy2(DEPLOY / "pacemaker" / "lockd", agent)
     try:
-        result = subprocess.run([*args, str(DEPLOY / "pacemaker" / "lockd")], capture_output=True, text=True,
+        result = subprocess.run([*args, str(agent)], capture_output=True, text=True,
                                 timeout=240, env={**os.environ, "OCF_ROOT": "/usr/lib/ocf"})  # fmt: skip
         assert result.returncode == 0 and "passed all tests" in result.stdout, result.stdout + result.stderr
         # it really ran lockd: the log has the serve banner from its starts
@@ -179,6 +186,7 @@ def test_ocf_agent_passes_ocf_tester_against_real_lockd(etcd: EtcdMember, tmp_pa
         assert not (tmp_path / "lockd.pid").exists()
     finally:
         _agent("stop", _agent_env(tmp_path, port, backend_url=params["backend_url"]))
+        shutil.rmtree(public, ignore_errors=True)
 
 
 def test_ocf_monitor_fails_when_etcd_goes_and_stop_leaves_nothing(tmp_path: Path) -> None:
