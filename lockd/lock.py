@@ -21,7 +21,7 @@ Release: one txn deletes the lock key (if its create_revision is still our token
   The next waiter has been watching that entry since it queued, so a handoff is: release txn, one watch
   event, one take txn. A releasing worker that asks again finds the queue non-empty and queues at the back:
   FIFO among lockd waiters. Stock tooz clients do not queue; they may take the key between two lockd holders.
-  Freeing a lock from outside (force-break) deletes the holder's queue entry too (``free_ops``).
+  Freeing a lock from outside (force-break, lockd.force_break) deletes the holder's queue entry too.
 
 Fencing token: the lock key's create_revision. etcd revisions only grow, so each acquisition of a name gets
 a larger token than every earlier one. Release is "delete if create_revision == token", so a holder that lost
@@ -30,7 +30,18 @@ its lock cannot delete its successor's.
 Ambiguity: the client repeats a request on another member after a timeout, so a put may land twice or a
 take may succeed without us seeing the answer. Queue keys are named by session lease and a per-acquire id
 (a repeated put keeps the original create_revision), and the holder value carries that id, so a retried
-txn that finds the lock key holding our id knows it is ours.
+txn that finds the lock key holding our id knows it is ours. A repeated release whose first send landed
+fails its compare; it was ours when no force-break of our token is recorded and our lease is still confirmed
+(nothing else deletes a lockd holder's key while its lease lives: see lockd.force_break).
+
+Token: the fencing token of the latest acquisition stays on the object after the lock is lost (lease run
+out, broken) and is cleared only by ``release()``. A holder that was paused past its lease and then writes
+with ``fence=lock.token`` must present its old token and be refused, not present None and write unfenced.
+
+Threads: a lock object may be shared, as tooz's own test suite shares them. A local gate (a plain lock, green
+under eventlet) is held from a successful acquire to its release, so a second thread's ``acquire`` on the
+same object waits for that release in-process (or returns False when it may not wait) and never queues in
+etcd behind its own object.
 
 Not guaranteed: mutual exclusion in real time against a holder paused past its lease (see lockd.session).
 """
@@ -80,18 +91,9 @@ def validate_name(name: str | bytes) -> str:
     return name
 
 
-def free_ops(name: str, holder_value: bytes) -> list[dict[str, Any]]:
-    """The deletes that free a lock whoever holds it: its key, and the holder's queue entry if it has one.
-
-    A lockd holder that came through the queue keeps its entry until release (its successor watches it), so
-    anything that frees the lock from outside, such as a force-break, must delete both or the successor waits
-    for the holder's lease.
-    """
-    ops = [op_delete(keys.lock_key(name))]
-    waiter = Holder.decode(holder_value).waiter
-    if waiter:
-        ops.append(op_delete(keys.queue_key(name, waiter)))
-    return ops
+def _count(result: TxnResult, index: int) -> int:
+    """How many keys the (count_only) range at ``index`` of a txn's answer found."""
+    return int(result.responses[index].get("response_range", {}).get("count", 0))
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ class _State:
 
 
 class Mutex:
-    """One lock name as seen by one acquirer. Not shared between threads: take one Mutex per caller."""
+    """One lock name as seen by one lock object; threads may share it (see "Threads" in the module doc)."""
 
     def __init__(self, name: str, session_provider: Callable[[], Session], member: str) -> None:
         self.name = validate_name(name)
@@ -141,6 +143,8 @@ class Mutex:
         self.token: int | None = None
         self.session: Session | None = None
         self._guard = threading.Lock()
+        self._gate = threading.Lock()  # held from a successful acquire until its release
+        self._gate_owner: int | None = None  # the thread that took the gate
         self._sent_values: list[bytes] = []
         self._queue_key: bytes | None = None  # kept while held if we came through the queue
 
@@ -149,47 +153,46 @@ class Mutex:
     def acquire(self, blocking: bool | float = True) -> bool:
         """Take the lock: ``blocking`` True waits forever, False tries once, a number waits that many seconds.
 
-        Returns True when held (``token`` is set), False when the wait ran out.
+        Returns True when held (``token`` is set), False when the wait ran out, and False at once when the
+        calling thread already holds it through this object (waiting would deadlock). Another thread that
+        holds it through this object is waited for in-process, within the same ``blocking`` budget.
         Raises:
-            UsageError: the lock is already held by this object (re-entry would deadlock).
             BackendError: etcd could not be reached; nothing is held and no queue entry is left behind.
         """
-        if self.held():
-            raise UsageError(f"lock {self.name!r} is already held by this object")
         if blocking is True:
             deadline = None
         elif blocking is False or blocking is None:
             deadline = time.monotonic()
         else:
             deadline = time.monotonic() + max(0.0, float(blocking))
-        while True:
-            session = self._sessions()
-            try:
-                if self._acquire_on(session, deadline, try_once=blocking is False):
-                    return True
-            except SessionExpired:
-                LOG.warning("session lost while waiting for %r; queueing again on a new session", self.name)
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
+        if not self._enter_gate(deadline):
+            return False
+        try:
+            # No time left (non-blocking, or spent waiting at the gate): one try, without queueing.
+            won = self._acquire_until(deadline, try_once=deadline is not None and time.monotonic() >= deadline)
+        except BaseException:
+            self._leave_gate()
+            raise
+        if not won:
+            self._leave_gate()
+        return won
 
     def release(self) -> bool:
-        """Delete the lock key if it is still ours. False when it was not (lost, broken, never held)."""
+        """Delete the lock key if it is still ours. False when it was not (lost, broken, never held).
+
+        Raises:
+            BackendError: etcd did not answer; the session deletes the key when it can (or the lease ends it).
+                The object is released either way.
+        """
         with self._guard:
             token, session, queue_key = self.token, self.session, self._queue_key
             self.token = self.session = self._queue_key = None
         if token is None or session is None:
             return False
-        # Our queue entry (if we came through the queue) goes in the same txn, whatever the compare says:
-        # the successor watching it wakes exactly once, and a lost lock leaves no entry behind.
-        leave = [op_delete(queue_key)] if queue_key else []
         try:
-            result = session.client.txn([cmp_create(self.key, token)], [op_delete(self.key), *leave], leave)
-        except BackendError:
-            session.delete_later((self.key, [cmp_create(self.key, token)]), *[(k, []) for k in [queue_key] if k])
-            raise
-        if not result.succeeded:
-            LOG.warning("lock %r (token %d) was no longer ours at release", self.name, token)
-        return result.succeeded
+            return self._delete_own_key(session, token, queue_key)
+        finally:
+            self._leave_gate()
 
     def held(self) -> bool:
         """Local view: acquired and its session lease still confirmed. No etcd round trip."""
@@ -207,7 +210,74 @@ class Mutex:
             return session.alive()  # etcd unreachable: the confirmed lease is the best evidence we have
         return kv is not None and kv.create_revision == token
 
+    # -- the local gate ---------------------------------------------------------------------------------------
+
+    def _enter_gate(self, deadline: float | None) -> bool:
+        """Take the object's gate before etcd: False when another user of this object keeps it past ``deadline``.
+
+        The thread that holds the gate gets False at once, unless its hold was lost (lease gone): then, as
+        with stock tooz, it may acquire again, and that hold's token is dropped for the new one.
+        """
+        me = threading.get_ident()
+        if self._gate_owner == me and self._gate.locked():
+            if self.held() or self.token is None:
+                return False
+            self._drop_lost_hold()
+            return True
+        if deadline is None:
+            self._gate.acquire()
+        elif not self._gate.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return False
+        self._gate_owner = me
+        return True
+
+    def _leave_gate(self) -> None:
+        self._gate_owner = None
+        self._gate.release()
+
+    def _drop_lost_hold(self) -> None:
+        """Forget a hold whose lease is gone (its keys went with the lease; a force-broken key is gone too)."""
+        with self._guard:
+            session, queue_key = self.session, self._queue_key
+            self.token = self.session = self._queue_key = None
+        if session is not None and queue_key is not None:
+            session.delete((queue_key, []))  # a no-op on a lost session; the entry went with its lease
+
     # -- protocol -----------------------------------------------------------------------------------------------
+
+    def _acquire_until(self, deadline: float | None, try_once: bool) -> bool:
+        while True:
+            session = self._sessions()
+            try:
+                if self._acquire_on(session, deadline, try_once):
+                    return True
+            except SessionExpired:
+                LOG.warning("session lost while waiting for %r; queueing again on a new session", self.name)
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    def _delete_own_key(self, session: Session, token: int, queue_key: bytes | None) -> bool:
+        """The release txn; True when it deleted our key (now or in an earlier send whose answer was lost)."""
+        # Our queue entry (if we came through the queue) goes in the same txn, whatever the compare says:
+        # the successor watching it wakes exactly once, and a lost lock leaves no entry behind.
+        leave = [op_delete(queue_key)] if queue_key else []
+        try:
+            result = session.client.txn(
+                [cmp_create(self.key, token)],
+                [op_delete(self.key), *leave],
+                [*leave, op_range(keys.audit_key(self.name, token), count_only=True)],
+            )
+        except BackendError:
+            session.delete_later((self.key, [cmp_create(self.key, token)]), *[(k, []) for k in [queue_key] if k])
+            raise
+        if result.succeeded:
+            return True
+        if result.repeated and not _count(result, len(leave)) and session.alive():
+            # The first send deleted our key and its answer was lost: no break of this token is recorded, and
+            # with our lease confirmed nothing else removes a lockd holder's key.
+            return True
+        LOG.warning("lock %r (token %d) was no longer ours at release", self.name, token)
+        return False
 
     def _holder_value(self, waiter: str) -> bytes:
         """The lock key's value for one put; remembered so an unanswered put can be undone."""

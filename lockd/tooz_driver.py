@@ -18,8 +18,10 @@ from tooz import locking
 from tooz.drivers.etcd3gw import Etcd3Driver
 
 from lockd.errors import BackendError, SessionExpired
-from lockd.etcd.client import EtcdClient, cmp_create
-from lockd.lock import Mutex, free_ops
+from lockd.etcd import keys
+from lockd.etcd.client import EtcdClient
+from lockd.force_break import break_lock
+from lockd.lock import Mutex
 from lockd.options import OPTION_HELP, BackendOptions, parse_backend_url
 from lockd.session import Session
 
@@ -39,8 +41,10 @@ class LockdLock(locking.Lock):
 
     @property
     def token(self) -> int | None:
-        """The fencing token (the lock key's etcd create_revision) while held, else None."""
-        return self._mutex.token if self._mutex.held() else None
+        """The fencing token (the lock key's etcd create_revision) of the latest acquisition, kept after the
+        lock is lost and cleared by ``release()``: a holder that lost its lease and writes with
+        ``fence=lock.token`` is refused, never unfenced. ``acquired`` says whether it is still held."""
+        return self._mutex.token
 
     @property
     def key(self) -> bytes:
@@ -76,14 +80,9 @@ class LockdLock(locking.Lock):
         return self._mutex.is_still_owner()
 
     def break_(self) -> bool:
-        """Free the lock whoever holds it (operators: prefer ``lockd break``, which is audited)."""
-        session = self._driver.session()
+        """Free the lock whoever holds it, audited as ``lockd break`` is; False when it was not held."""
         self._driver._held.discard(self)
-        kv = session.client.get(self._mutex.key)
-        if kv is None:
-            return False
-        ops = free_ops(self._mutex.name, kv.value)
-        return session.client.txn([cmp_create(self._mutex.key, kv.create_revision)], ops).succeeded
+        return break_lock(self._driver.etcd, self._mutex.name, f"tooz break_() by {self._driver.member}") is not None
 
     def on_lost(self, callback: Any) -> None:
         """Call ``callback()`` if this lock's session lease is lost while it is held (not after release)."""
@@ -148,6 +147,8 @@ class LockdDriver(Etcd3Driver):
             return session
 
     def _start(self) -> None:
+        if self.etcd.closed:  # started again after stop(), as tooz allows
+            self.etcd = EtcdClient(self.options)
         self.session()
 
     def _stop(self) -> None:
@@ -163,6 +164,11 @@ class LockdDriver(Etcd3Driver):
 
     def get_lock(self, name: str | bytes) -> LockdLock:  # type: ignore[override]
         return LockdLock(self, name)
+
+    def _destroy_group(self, group_id: bytes) -> None:
+        """Delete a group with its members (tooz's test helper; stock etcd3gw's deletes an unrelated key)."""
+        prefix = self._prefix_group(group_id)
+        self.etcd.delete(prefix, keys.range_end(prefix))
 
     def heartbeat(self) -> float:
         """The session keeps itself alive; tooz's heart only needs to know how often to ask."""

@@ -22,13 +22,13 @@ from tests.etcd_process import free_port
 REPO = Path(__file__).resolve().parents[1]
 
 
-class WorkerProcess:
-    """One ``python -m tests.worker URL NAME MODE OPTS``; its JSON lines arrive as events on a queue."""
+class ChildProcess:
+    """A Python child of the tests (run from the repo root) whose JSON stdout lines arrive as events on a queue."""
 
-    def __init__(self, url: str, name: str, mode: str, **opts: Any) -> None:
+    def __init__(self, *args: str) -> None:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.worker", url, name, mode, json.dumps(opts)],
+            [sys.executable, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -77,6 +77,11 @@ class WorkerProcess:
             if event.get("event") in names:
                 return event
 
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
     def finish(self) -> None:
         """Close stdin: a ``hold``/``sync`` worker then checks its lock, releases it and exits."""
         assert self.proc.stdin is not None
@@ -103,6 +108,13 @@ class WorkerProcess:
                     stream.close()
                 except OSError:
                     pass
+
+
+class WorkerProcess(ChildProcess):
+    """One ``python -m tests.worker URL NAME MODE OPTS`` (see tests/worker.py)."""
+
+    def __init__(self, url: str, name: str, mode: str, **opts: Any) -> None:
+        super().__init__("-m", "tests.worker", url, name, mode, json.dumps(opts))
 
 
 def wait_for(probe: Callable[[], Any], timeout: float = 15.0, what: str = "condition", interval: float = 0.02) -> Any:

@@ -6,8 +6,9 @@ Modes:
   hold      acquire, print {"event": "acquired", "token": T}, then hold until stdin closes or a signal;
             on stdin EOF release and print {"event": "released", "ok": bool}.
             With ``history`` the hold is appended there too (``valid_until``: when the client's own lease
-            deadline ran out, lockd only); with ``fenced_write`` ({"kind", "id", "expected", "new"}) a
-            lockd.status.compare_and_set fenced with the lock is tried before the release.
+            deadline ran out, lockd only); with ``fenced_write`` ({"kind", "id", "expected", "new",
+            "fences"}) lockd.status.compare_and_set is tried before the release, once per way of fencing
+            named in ``fences`` (see fenced_write).
   sync      the same through drivers_shim.synchronized: the guarded function waits for stdin EOF, then
             prints {"event": "resumed", ...}; afterwards {"event": "returned"} or {"event": "lock-lost"}.
   contend   loop ``cycles`` times: acquire, append an interval record to ``history`` (JSONL), do a
@@ -50,18 +51,21 @@ def lease_deadline(lock: Any) -> float | None:
 
 
 def fenced_write(lock: Any, token: int | None, spec: dict[str, Any] | None) -> dict[str, Any]:
-    """Try lockd.status.compare_and_set fenced with the lock object, or with its token if ``spec["by_token"]``."""
+    """Try lockd.status.compare_and_set fenced each way a holder may fence: with the lock object (``lock``),
+    with ``lock.token`` read now (``lock.token``), and with the token it read at acquisition (``token``).
+
+    Returns ``write_ok`` (did any land) and ``writes``: per fence, the store's answer.
+    """
     if not spec:
         return {}
     import lockd.status
 
-    fence = token if spec.get("by_token") else lock
-    result = lockd.status.compare_and_set(spec["kind"], spec["id"], spec["expected"], spec["new"], fence=fence)
-    return {
-        "write_ok": bool(result.ok),
-        "write_current": result.current,
-        "write_reason": getattr(result, "reason", None),
-    }
+    writes = {}
+    for how in spec.get("fences", ["lock"]):
+        fence = {"lock": lock, "lock.token": getattr(lock, "token", None), "token": token}[how]
+        result = lockd.status.compare_and_set(spec["kind"], spec["id"], spec["expected"], spec["new"], fence=fence)
+        writes[how] = {"ok": bool(result.ok), "current": result.current, "reason": result.reason}
+    return {"write_ok": any(w["ok"] for w in writes.values()), "writes": writes}
 
 
 def record_hold(opts: dict[str, Any], member: str, name: str, start: float, token: int | None, lock: Any) -> None:
@@ -78,7 +82,7 @@ def run_sync(url: str, name: str, member: str, opts: dict[str, Any]) -> int:
     from drivers_shim import runtime
     from drivers_shim.synchronized import held_locks
 
-    drivers_shim.configure(backend_url=url, prefix="", member_id=member)
+    drivers_shim.configure(backend_url=url, prefix="", member_id=member, status_url=opts.get("status_url"))
 
     @drivers_shim.synchronized(name)
     def guarded() -> None:

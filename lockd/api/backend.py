@@ -11,9 +11,7 @@ import logging
 import os
 import socket
 import threading
-import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from lockd.api.leases import LeaseClock
@@ -21,8 +19,9 @@ from lockd.api.view import HeldLock, LockView
 from lockd.config import Settings
 from lockd.errors import BackendError, LockdError, UsageError
 from lockd.etcd import keys
-from lockd.etcd.client import EtcdClient, cmp_create, op_put
-from lockd.lock import Holder, free_ops
+from lockd.etcd.client import EtcdClient
+from lockd.force_break import BreakRecord, break_lock
+from lockd.lock import Holder
 from lockd.metrics import Metrics
 from lockd.options import parse_backend_url
 from lockd.session import Session
@@ -31,7 +30,6 @@ from lockd.status.model import StatusStore
 LOG = logging.getLogger(__name__)
 
 _PROBE_TIMEOUT = 2.0
-_BREAK_ATTEMPTS = 3
 
 
 class NotHeld(LockdError):
@@ -40,15 +38,6 @@ class NotHeld(LockdError):
 
 class NotFound(LockdError):
     """The named resource has no status (HTTP 404)."""
-
-
-@dataclass(frozen=True)
-class BreakRecord:
-    name: str
-    token: int
-    holder: Holder
-    broken_at: float
-    requested_by: str
 
 
 class Backend:
@@ -112,39 +101,24 @@ class Backend:
         self.leases.refresh(leases)
 
     def break_lock(self, name: str, requested_by: str) -> BreakRecord:
-        """Delete the lock key of ``name`` (whoever holds it) and write an audit record, in one txn.
-
-        Only the key (and the holder's queue entry, which its successor watches) is deleted: the holder's
-        session and its other locks are untouched, and its
-        ``is_still_owner()`` turns False because the key with its token is gone.
+        """Free ``name`` whoever holds it, audited (lockd.force_break); its holder's other locks are untouched.
 
         Raises:
             NotHeld: no such lock key.
             BackendError: etcd failed; the lock may or may not have been broken (look again).
         """
-        key = keys.lock_key(name)
-        for _ in range(_BREAK_ATTEMPTS):
-            kv = self.client.get(key)
-            if kv is None:
-                raise NotHeld(f"lock {name!r} is not held")
-            record = BreakRecord(name, kv.create_revision, Holder.decode(kv.value), time.time(), requested_by)
-            audit = json.dumps(_audit_json(record), separators=(",", ":")).encode()
-            result = self.client.txn(
-                [cmp_create(key, kv.create_revision)],
-                [*free_ops(name, kv.value), op_put(keys.audit_key(name, kv.create_revision), audit)],
-            )
-            if result.succeeded:
-                self.metrics.breaks.inc()
-                LOG.warning(
-                    "force-released lock %r (token %d, holder %s) at the request of %s",
-                    name,
-                    record.token,
-                    _describe(record.holder),
-                    requested_by,
-                )
-                return record
-            # The holder changed between our read and the txn: look again at whoever holds it now.
-        raise BackendError(f"lock {name!r} kept changing hands; try again")
+        record = break_lock(self.client, name, requested_by)
+        if record is None:
+            raise NotHeld(f"lock {name!r} is not held")
+        self.metrics.breaks.inc()
+        LOG.warning(
+            "force-released lock %r (token %d, holder %s) at the request of %s",
+            name,
+            record.token,
+            _describe(record.holder),
+            requested_by,
+        )
+        return record
 
     def audit(self, name: str | None, limit: int) -> list[dict[str, Any]]:
         """Recorded breaks, newest first (of one lock, or of all)."""
@@ -177,15 +151,3 @@ def _describe(holder: Holder) -> str:
     if not holder.is_lockd:
         return "a stock tooz client"
     return f"{holder.member} on {holder.host} pid {holder.pid}"
-
-
-def _audit_json(record: BreakRecord) -> dict[str, Any]:
-    holder = record.holder
-    return {
-        "action": "break",
-        "name": record.name,
-        "token": record.token,
-        "holder": {"member": holder.member, "host": holder.host, "pid": holder.pid} if holder.is_lockd else None,
-        "broken_at": record.broken_at,
-        "requested_by": record.requested_by,
-    }

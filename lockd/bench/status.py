@@ -36,13 +36,13 @@ _mp = multiprocessing.get_context("fork")
 
 
 class _CountingClient(EtcdClient):
-    """An EtcdClient that counts its round trips (every request goes through ``call``)."""
+    """An EtcdClient that counts its round trips (every request goes through ``_call``)."""
 
     calls = 0
 
-    def call(self, path: str, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+    def _call(self, path: str, body: dict[str, Any], timeout: float | None = None) -> tuple[dict[str, Any], bool]:
         self.calls += 1
-        return super().call(path, body, timeout)
+        return super()._call(path, body, timeout)
 
 
 def _store(backend_url: str) -> EtcdStatusStore:

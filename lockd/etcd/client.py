@@ -7,8 +7,9 @@ endpoint costs ~0.4 ms per call on loopback.
 Failover: one endpoint is current for the whole client. A connection failure, a timeout or a 5xx answer
 (etcd's "no leader", "request timed out") moves the client to the next endpoint and repeats the request
 there, once per endpoint. A repeated write may have landed the first time: callers that write make their
-writes idempotent or recognise their own result (see lock.py). Streaming watches on a failed endpoint are
-closed so their waiters re-read and re-watch through a live member.
+writes idempotent or recognise their own result by something only that call wrote (a per-call id, see
+lock.py and lockd.status.etcd_store); ``TxnResult.repeated`` says when a txn was sent more than once.
+Streaming watches on a failed endpoint are closed so their waiters re-read and re-watch through a live member.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class TxnResult:
     succeeded: bool
     revision: int
     responses: list[dict[str, Any]]
+    #: The txn was sent more than once (an answer was lost): a failed compare may be our own earlier success.
+    repeated: bool = False
 
     def kvs(self, index: int) -> list[KeyValue]:
         """The keys returned by the range at ``index`` of whichever branch ran."""
@@ -162,16 +165,21 @@ class EtcdClient:
             BackendTimeout: no member answered within ``timeout`` (default: the request timeout).
             BackendError: no member could be reached, or etcd refused the request (EtcdRequestError).
         """
+        return self._call(path, body, timeout)[0]
+
+    def _call(self, path: str, body: dict[str, Any], timeout: float | None = None) -> tuple[dict[str, Any], bool]:
+        """``call``, also saying whether the request may have reached etcd more than once."""
         if self._closed:
             raise BackendError("etcd client is closed")
         timeout = self.options.request_timeout if timeout is None else timeout
         payload = json.dumps(body).encode()
         timed_out = False
         last_error = "no endpoint"
+        sends = [0]  # bumped by _post each time the request goes out on a connection
         for _ in range(len(self.options.endpoints)):
             index = self._current
             try:
-                return self._post(index, path, payload, timeout)
+                return self._post(index, path, payload, timeout, sends), sends[0] > 1
             except TimeoutError as exc:
                 timed_out, last_error = True, f"timed out after {timeout:g}s: {exc}"
             except (OSError, http.client.HTTPException) as exc:
@@ -185,10 +193,11 @@ class EtcdClient:
             raise BackendTimeout(f"etcd did not answer /v3/{path}: {last_error}", where)
         raise BackendError(f"etcd unreachable for /v3/{path}: {last_error}", where)
 
-    def _post(self, index: int, path: str, payload: bytes, timeout: float) -> dict[str, Any]:
+    def _post(self, index: int, path: str, payload: bytes, timeout: float, sends: list[int]) -> dict[str, Any]:
         conn = self._connection(index, timeout)
         for attempt in (0, 1):
             try:
+                sends[0] += 1
                 conn.request("POST", "/v3/" + path, payload, {"Content-Type": "application/json"})
                 response = conn.getresponse()
                 data = response.read()
@@ -223,11 +232,13 @@ class EtcdClient:
         failure: list[dict[str, Any]] | None = None,
         timeout: float | None = None,
     ) -> TxnResult:
-        answer = self.call("kv/txn", {"compare": compare, "success": success, "failure": failure or []}, timeout)
+        body = {"compare": compare, "success": success, "failure": failure or []}
+        answer, repeated = self._call("kv/txn", body, timeout)
         return TxnResult(
             succeeded=bool(answer.get("succeeded", False)),
             revision=int(answer.get("header", {}).get("revision", 0)),
             responses=answer.get("responses", []),
+            repeated=repeated,
         )
 
     def range(self, key: bytes, end: bytes | None = None, **options: Any) -> tuple[list[KeyValue], int]:
@@ -316,6 +327,10 @@ class EtcdClient:
     def forget_watch(self, stream: WatchStream) -> None:
         with self._watches_lock:
             self._watches.discard(stream)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def close(self) -> None:
         self._closed = True

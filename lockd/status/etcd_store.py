@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 Key: ``/lockd/status/<kind>/<id>`` (lockd.etcd.keys.status_key, both parts percent-quoted). Value: JSON
-``{"status": S, "fence": T, "history": [...]}`` where ``fence`` is the highest fencing token any write to
-this resource carried and ``history`` the last HISTORY_KEEP transitions, so one put changes all three at once.
+``{"status": S, "fence": T, "history": [...], "write": W}`` where ``fence`` is the highest fencing token any
+write to this resource carried, ``history`` the last HISTORY_KEEP transitions (so one put changes all of them
+at once) and ``write`` a random id of the compare_and_set call that wrote it.
 
 compare_and_set:
   1. Read the key (value + mod_revision). If its status is not in ``expected``, answer CONFLICT; if the
@@ -15,6 +16,12 @@ compare_and_set:
      lost race costs no extra read: a NOT_OWNER answer, or back to the checks of step 1 with fresh data.
   A loser of a race: two round trips, since the winner's status is no longer in ``expected``; only a race
   among writes that all leave the status inside ``expected`` retries.
+
+Our own write, answered late: the client repeats a txn on another member when an answer is lost, and the
+repeat then fails its compare against the write the first send made. The failed txn returns the key, and
+a record whose ``write`` is this call's id is that earlier success. Nothing else may count as "ours": two
+callers of one process can build byte-identical records (same who, same millisecond, same from and to),
+and taking equal bytes as proof once let 3 of 8 racing threads all win.
 
 Read cache: the store remembers the last value and mod_revision it read or wrote per key (bounded). When the
 remembered status is in ``expected`` and the fence passes, step 1's read is skipped: the txn's mod_revision
@@ -30,6 +37,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Collection
 from typing import Any
 
@@ -69,6 +77,15 @@ def _decode(kv: KeyValue | None) -> dict[str, Any] | None:
     if not isinstance(record, dict) or not isinstance(record.get("status"), str):
         raise BackendError(f"status record {kv.key!r} is not lockd's JSON; refusing to overwrite it")
     return record
+
+
+def _write_id(kv: KeyValue) -> str | None:
+    """The id of the compare_and_set call that wrote ``kv`` (None for records older than that field)."""
+    try:
+        record = _decode(kv)
+    except BackendError:
+        return None
+    return None if record is None else record.get("write")
 
 
 def _status_of(kv: KeyValue | None) -> str | None:
@@ -149,17 +166,29 @@ class EtcdStatusStore:
             return Result(False, _status_of(kv), kv.mod_revision if kv else 0, NOT_OWNER)
         guess = self._guess(key, wanted, fenced)
         kv = self._read(key) if guess is _UNKNOWN else guess
+        write_id = uuid.uuid4().hex
         for _ in range(MAX_ATTEMPTS):
-            answer = self._attempt(key, kv, wanted, new, fenced, who)
+            answer = self._attempt(key, kv, wanted, new, fenced, who, write_id)
             if isinstance(answer, Result):
                 return answer
             kv = answer
         raise BackendError(f"status of {kind}/{id} kept changing within {sorted(map(str, wanted))}; gave up")
 
     def _attempt(
-        self, key: bytes, kv: KeyValue | None, wanted: frozenset[str | None], new: str, fence: Fence | None, who: str
+        self,
+        key: bytes,
+        kv: KeyValue | None,
+        wanted: frozenset[str | None],
+        new: str,
+        fence: Fence | None,
+        who: str,
+        write_id: str,
     ) -> Result | KeyValue | None:
-        """One check-and-txn step: a final Result, or the fresh key (None = absent) to try again with."""
+        """One check-and-txn step: a final Result, or the fresh key (None = absent) to try again with.
+
+        ``write_id`` is the calling compare_and_set's own id, the same for all its attempts: only one of
+        them can land, since each compares the mod_revision the previous one saw fail.
+        """
         record = _decode(kv)
         current = None if record is None else record["status"]
         revision = kv.mod_revision if kv is not None else 0
@@ -171,7 +200,7 @@ class EtcdStatusStore:
         history = list((record or {}).get("history", []))
         history.append(history_entry(who, round(time.time(), 3), current, new, fence.token if fence else None))
         token = max(highest, fence.token if fence else 0) or None
-        record = {"status": new, "fence": token, "history": history[-HISTORY_KEEP:]}
+        record = {"status": new, "fence": token, "history": history[-HISTORY_KEEP:], "write": write_id}
         value = json.dumps(record, separators=(",", ":")).encode()
         compare = [cmp_mod(key, revision)]
         failure = [op_range(key)]
@@ -183,7 +212,7 @@ class EtcdStatusStore:
             self._remember(key, KeyValue(key, value, 0, result.revision, 0, 0))
             return Result(True, new, result.revision)
         fresh = self._remember(key, (result.kvs(0) or [None])[0])
-        if fresh is not None and fresh.value == value:
+        if result.repeated and fresh is not None and _write_id(fresh) == write_id:
             # Our own write: the client repeated the txn on another member after losing the first answer.
             return Result(True, new, fresh.mod_revision)
         if fence is not None and fence.key is not None:

@@ -46,17 +46,24 @@ def _take_while_paused(url: str, name: str, stock: bool) -> tuple[tooz.coordinat
     return coord, lock
 
 
-def test_paused_lockd_holder_learns_it_lost_and_its_fenced_write_is_refused(
-    etcd: EtcdMember, lock_name: str, workers: list[WorkerProcess], tmp_path: Path
+FENCES = ["lock.token", "token", "lock"]  # what the holder reads now, what it read at acquisition, the object
+
+
+@pytest.mark.parametrize("status_store", ["etcd", "sqlite"])
+def test_paused_lockd_holder_learns_it_lost_and_its_fenced_writes_are_refused(
+    etcd: EtcdMember, lock_name: str, workers: list[WorkerProcess], tmp_path: Path, status_store: str
 ) -> None:
     """Without the session deadline the resumed holder would still report ``acquired`` and the wrapper would
-    return normally; without fencing its write would land on top of the new holder's (see the stock control)."""
+    return normally; without fencing its write would land on top of the new holder's (see the stock control).
+    Its writes are tried fenced three ways; before lockd kept a lost lock's ``.token``, ``fence=lock.token``
+    was ``fence=None`` and that unfenced write landed."""
     import lockd.status
 
     url = f"lockd+etcd3+http://{etcd.endpoint}?lease_ttl={LEASE_TTL}&timeout=1"
+    status_url = url if status_store == "etcd" else f"sqlite:///{tmp_path}/status.db"
     path = tmp_path / "history.jsonl"
     kind, rid = "volume", f"vol-{uuid.uuid4().hex[:8]}"
-    store = lockd.status.open_store(url)
+    store = lockd.status.open_store(status_url)
     try:
         assert store.compare_and_set(kind, rid, [None], "available", who="test").ok
         stale = WorkerProcess(
@@ -64,7 +71,14 @@ def test_paused_lockd_holder_learns_it_lost_and_its_fenced_write_is_refused(
             lock_name,
             "sync",
             history=str(path),
-            fenced_write={"kind": kind, "id": rid, "expected": ["available", "deleting"], "new": "stale-write"},
+            status_url=None if status_store == "etcd" else status_url,
+            fenced_write={
+                "kind": kind,
+                "id": rid,
+                "expected": ["available", "deleting"],
+                "new": "stale-write",
+                "fences": FENCES,
+            },
         )
         workers.append(stale)
         stale_token = stale.wait_event("acquired")["token"]
@@ -81,13 +95,16 @@ def test_paused_lockd_holder_learns_it_lost_and_its_fenced_write_is_refused(
             resumed = stale.wait_event("resumed")
             assert resumed["still_owner"] is False
             assert resumed["held"] is False
-            assert resumed["write_ok"] is False, resumed
+            writes = resumed["writes"]
+            assert sorted(writes) == sorted(FENCES)
+            assert not any(w["ok"] for w in writes.values()), writes
+            assert all(w["current"] == "deleting" and w["reason"] in ("fenced", "not_owner") for w in writes.values())
             assert stale.wait_event("returned", "lock-lost")["event"] == "lock-lost"
 
-            # The stale holder's old token alone (a process that never asks etcd) is refused too.
+            # The stale holder's old token alone (a process that never asks etcd) is refused here too.
             late = store.compare_and_set(kind, rid, ["deleting", "available"], "stale-write", fence=stale_token)
             assert not late.ok and late.current == "deleting"
-            assert store.get_record(kind, rid)[0] == "deleting"
+            assert store.get_record(kind, rid)[0] == "deleting"  # the successor's write stands
             end = time.time()
             assert lock.release()
         finally:

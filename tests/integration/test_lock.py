@@ -46,12 +46,52 @@ def test_release_of_a_lock_not_held_returns_false(coordinator, lock_name) -> Non
     assert coordinator.get_lock(lock_name).release() is False
 
 
-def test_reacquire_by_the_same_object_is_refused(coordinator, lock_name) -> None:
+def test_reacquire_by_the_same_object_answers_false(coordinator, lock_name) -> None:
+    """tooz's contract: False (not an error, not a deadlock) when the object already holds the lock."""
     lock = coordinator.get_lock(lock_name)
     assert lock.acquire()
-    with pytest.raises(ValueError, match="already held"):
-        lock.acquire(blocking=False)
-    lock.release()
+    token = lock.token
+    assert lock.acquire(blocking=False) is False
+    assert lock.acquire(blocking=True) is False  # the same thread would wait for itself forever
+    assert lock.acquire(blocking=0.2) is False
+    assert lock.token == token and lock.acquired
+    assert lock.release() is True
+    assert lock.release() is False
+
+
+def test_a_lock_object_shared_by_threads_is_a_mutex_among_them(coordinator, lock_name) -> None:
+    """Another thread's acquire on a held object waits for its release in-process, then takes it in etcd."""
+    lock = coordinator.get_lock(lock_name)
+    assert lock.acquire()
+    first = lock.token
+    got: list[tuple[bool, int | None]] = []
+    waiter = threading.Thread(target=lambda: got.append((lock.acquire(), lock.token)))
+    waiter.start()
+    other = threading.Thread(target=lambda: got.append((lock.acquire(blocking=False), None)))
+    other.start()
+    other.join(10)
+    assert got == [(False, None)]  # a non-blocking try from a third thread does not wait
+    waiter.join(0.3)
+    assert waiter.is_alive(), "the waiting thread must not get a lock the object still holds"
+    assert queue_entries(coordinator.etcd, lock_name) == []  # it waits in-process, not in etcd's queue
+    assert lock.release()
+    waiter.join(10)
+    assert not waiter.is_alive()
+    assert got[1][0] is True and got[1][1] > first
+    assert lock.release()
+
+
+def test_the_same_thread_may_take_again_a_lock_it_lost(coordinator, lock_name) -> None:
+    """As with stock tooz, a holder whose lease ran out can acquire again without release() first."""
+    lock = coordinator.get_lock(lock_name)
+    assert lock.acquire()
+    lost = lock.token
+    coordinator.etcd.lease_revoke(lock.session.lease_id)
+    wait_for(lambda: not lock.acquired, 10, "the session to notice its revoked lease")
+    assert lock.token == lost  # kept until release or a new acquisition
+    assert lock.acquire(blocking=5)
+    assert lock.token > lost and lock.acquired
+    assert lock.release()
 
 
 def test_waiters_are_served_in_arrival_order(coordinator, etcd_url, lock_name) -> None:
@@ -158,8 +198,10 @@ def test_lease_lost_while_held_is_noticed(coordinator, etcd_url, lock_name) -> N
     assert lock.is_still_owner() is False
     assert fired.wait(10), "lease-loss listener did not fire"
     assert lock.session.lost.is_set()
-    assert lock.token is None
+    token = lock.token
+    assert token is not None and lock.acquired is False  # the token of the lost acquisition stays for fencing
     assert lock.release() is False
+    assert lock.token is None
     # the next acquire starts a new session
     again = coordinator.get_lock(lock_name)
     assert again.acquire(blocking=5)

@@ -1,17 +1,9 @@
-"""The SQL status store on SQLite, MariaDB and PostgreSQL, mapped onto a Cinder-shaped ``volumes`` table.
-
-Servers: ``$LOCKD_TEST_MYSQL_URL`` (default ``mysql+pymysql://root@127.0.0.1:3306/test``) and
-``$LOCKD_TEST_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``). A server that does not
-answer skips its tests with the reason, except under ``CI=true``, where it fails them: CI must not go green
-without having run them.
-"""
+"""The SQL status store on SQLite, MariaDB and PostgreSQL, mapped onto a Cinder-shaped ``volumes`` table
+(the servers and tables come from tests/sql/conftest.py)."""
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,77 +12,9 @@ import sqlalchemy as sa
 from lockd.errors import UsageError
 from lockd.status import CONFLICT, FENCED, open_store
 from tests.integration.test_status_race import assert_exactly_one_winner, race
+from tests.sql.tables import add_volume, cinder_volumes, driver_url
 
 pytestmark = pytest.mark.sql
-
-SERVERS = {
-    "mariadb": os.environ.get("LOCKD_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
-    "postgresql": os.environ.get("LOCKD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
-}
-
-
-def _cinder_volumes(metadata: sa.MetaData, name: str, id_column: str = "id", status_column: str = "status") -> sa.Table:
-    """The columns of Cinder's ``volumes`` that matter here, plus a few it has that lockd must leave alone."""
-    return sa.Table(
-        name,
-        metadata,
-        sa.Column(id_column, sa.String(36), primary_key=True),
-        sa.Column(status_column, sa.String(255)),
-        sa.Column("host", sa.String(255)),
-        sa.Column("size", sa.Integer),
-        sa.Column("display_name", sa.String(255)),
-        sa.Column("deleted", sa.Boolean, default=False),
-        sa.Column("attach_status", sa.String(255)),
-    )
-
-
-@pytest.fixture(params=["sqlite", "mariadb", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A database URL that answers; the table ``volumes_<random>`` in it is this test's to use."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/cinder.db"
-        return
-    url = SERVERS[request.param]
-    store_url_engine = sa.create_engine(_driver_url(url))
-    try:
-        with store_url_engine.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
-    except Exception as exc:  # any failure to connect is "the server does not answer"
-        why = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
-        reason = f"{request.param} at {sa.make_url(url).render_as_string(hide_password=True)} does not answer: {why}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true: {reason}")
-        pytest.skip(reason)
-    finally:
-        store_url_engine.dispose()
-    yield url
-
-
-def _driver_url(url: str) -> sa.URL:
-    from lockd.status.sql_store import parse_sql_url
-
-    return parse_sql_url(url).url
-
-
-@pytest.fixture
-def volumes(database: str) -> Iterator[tuple[str, sa.Table, sa.Engine]]:
-    """A fresh Cinder-shaped table; yields (status URL mapping kind volume onto it, the table, an engine)."""
-    name = f"volumes_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(_driver_url(database))
-    table = _cinder_volumes(sa.MetaData(), name)
-    table.create(engine)
-    separator = "&" if "?" in database else "?"
-    yield f"{database}{separator}tables=volume:{name}", table, engine
-    table.drop(engine)
-    engine.dispose()
-
-
-def _add_volume(engine: sa.Engine, table: sa.Table, status: str, **columns: Any) -> str:
-    vid = str(uuid.uuid4())
-    values = {"host": "cinder@lvm#pool", "size": 10, "display_name": "db", "deleted": False, **columns}
-    with engine.begin() as conn:
-        conn.execute(table.insert().values(id=vid, status=status, **values))
-    return vid
 
 
 def _row(engine: sa.Engine, table: sa.Table, vid: str) -> dict[str, Any]:
@@ -100,7 +24,7 @@ def _row(engine: sa.Engine, table: sa.Table, vid: str) -> dict[str, Any]:
 
 def test_32_processes_race_on_cinder_volumes_one_winner(volumes: tuple[str, sa.Table, sa.Engine]) -> None:
     url, table, engine = volumes
-    vid = _add_volume(engine, table, "available")
+    vid = add_volume(engine, table, "available")
     before = _row(engine, table, vid)
     store = open_store(url)  # lockd's side tables exist before the children race
     assert_exactly_one_winner(race(url, "volume", vid))
@@ -112,7 +36,7 @@ def test_32_processes_race_on_cinder_volumes_one_winner(volumes: tuple[str, sa.T
 
 def test_cinder_row_status_is_read_and_updated_in_place(volumes: tuple[str, sa.Table, sa.Engine]) -> None:
     url, table, engine = volumes
-    vid = _add_volume(engine, table, "in-use")
+    vid = add_volume(engine, table, "in-use")
     store = open_store(url)
     assert store.get_record("volume", vid) == ("in-use", 0)  # written by Cinder, not by lockd: revision 0
     refused = store.compare_and_set("volume", vid, ["available", "error"], "deleting")
@@ -132,8 +56,8 @@ def test_cinder_row_status_is_read_and_updated_in_place(volumes: tuple[str, sa.T
 
 def test_renamed_columns(database: str) -> None:
     name = f"vols_{uuid.uuid4().hex[:10]}"
-    engine = sa.create_engine(_driver_url(database))
-    table = _cinder_volumes(sa.MetaData(), name, id_column="uuid", status_column="state")
+    engine = sa.create_engine(driver_url(database))
+    table = cinder_volumes(sa.MetaData(), name, id_column="uuid", status_column="state")
     table.create(engine)
     try:
         with engine.begin() as conn:
@@ -151,7 +75,7 @@ def test_renamed_columns(database: str) -> None:
 
 def test_bad_input_writes_nothing(volumes: tuple[str, sa.Table, sa.Engine]) -> None:
     url, table, engine = volumes
-    vid = _add_volume(engine, table, "available")
+    vid = add_volume(engine, table, "available")
     store = open_store(url)
     for bad in ({"new": "x" * 1000}, {"expected": "available"}, {"id": ""}, {"fence": 0}):
         call: dict[str, Any] = {"kind": "volume", "id": vid, "expected": ["available"], "new": "deleting", **bad}

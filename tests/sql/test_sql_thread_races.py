@@ -1,0 +1,30 @@
+"""4 processes x 8 threads race to move Cinder-shaped volume rows available -> deleting, 20 rounds, on SQLite,
+MariaDB and PostgreSQL: one winner per round, every loser sees "deleting" (tests/race.py, tests/racer.py)."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from lockd.status import open_store
+from tests.etcd_process import EtcdMember
+from tests.integration.test_thread_races import assert_one_cas_winner_per_round
+from tests.race import ROUNDS, run_race
+from tests.sql.tables import add_volume
+
+pytestmark = pytest.mark.sql
+
+
+def test_cas_threads_of_four_processes_one_winner_per_round(
+    volumes: tuple[str, sa.Table, sa.Engine], etcd: EtcdMember
+) -> None:
+    url, table, engine = volumes
+    ids = [add_volume(engine, table, "available") for _ in range(ROUNDS)]
+    open_store(url).close()  # lockd's side tables exist before the racers start
+    config = {"runtime": "threads", "threads": 8, "scenario": "cas", "rounds": ROUNDS, "kind": "volume"}
+    backend_url = f"lockd+etcd3+http://{etcd.endpoint}"
+    rounds = run_race({**config, "ids": ids, "backend_url": backend_url, "status_url": url}, processes=4)
+    assert_one_cas_winner_per_round(rounds, 32)
+    with engine.connect() as conn:
+        statuses = conn.execute(sa.select(table.c.status).where(table.c.id.in_(ids))).scalars().all()
+    assert statuses == ["deleting"] * ROUNDS
