@@ -104,6 +104,14 @@ class LossyProxy:
             pass
         self._close(upstream)
 
+    def lost_txn_revision(self) -> int:
+        """The revision of the one lost txn answer, after checking the fault was injected and the txn did commit
+        (its compares held: it took, released or broke what it meant to)."""
+        assert len(self.lost) == 1, "the fault was not injected"
+        answer = self.lost[0]
+        assert answer.get("succeeded") is True, f"the lost txn did not commit its success branch: {answer}"
+        return int(answer["header"]["revision"])  # type: ignore[index]
+
     @staticmethod
     def _close(sock: socket.socket) -> None:
         try:

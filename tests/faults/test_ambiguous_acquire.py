@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 import tooz.coordination
@@ -25,56 +25,28 @@ import tooz.coordination
 from lockd.errors import BackendError
 from lockd.etcd import keys
 from lockd.etcd.client import EtcdClient, b64
-from lockd.options import parse_backend_url
 from tests.etcd_process import EtcdMember, queue_entries
 from tests.faults.lossy_proxy import LossyProxy
 from tests.procs import wait_for
 
 pytestmark = pytest.mark.faults
 
-
-@pytest.fixture
-def proxy(etcd: EtcdMember) -> Iterator[LossyProxy]:
-    p = LossyProxy(etcd.client_port)
-    yield p
-    p.close()
-
-
-@pytest.fixture
-def direct(etcd: EtcdMember) -> Iterator[EtcdClient]:
-    """A client straight to etcd, to see what is really stored."""
-    client = EtcdClient(parse_backend_url(f"lockd+etcd3+http://{etcd.endpoint}?timeout=5"))
-    yield client
-    client.close()
-
-
-def _coordinator(url: str) -> tooz.coordination.CoordinationDriver:
-    coord = tooz.coordination.get_coordinator(url, f"ambiguous-{uuid.uuid4().hex[:6]}".encode())
-    coord.start(start_heart=True)
-    return coord
-
-
-def _committed(proxy: LossyProxy) -> int:
-    """The revision of the one lost txn answer, after checking the txn did commit."""
-    assert len(proxy.lost) == 1, "the fault was not injected"
-    answer = proxy.lost[0]
-    assert answer.get("succeeded") is True, f"the lost txn did not take the lock: {answer}"
-    return int(answer["header"]["revision"])  # type: ignore[index]
+Starter = Callable[[str], tooz.coordination.CoordinationDriver]
 
 
 @pytest.mark.parametrize("mode", ["hang", "reset"])
 def test_lost_answer_to_uncontended_take_is_recognised(
-    etcd: EtcdMember, proxy: LossyProxy, direct: EtcdClient, lock_name: str, mode: str
+    etcd: EtcdMember, proxy: LossyProxy, direct: EtcdClient, lock_name: str, mode: str, coordinator_via: Starter
 ) -> None:
     """The first txn takes the lock; its answer is lost; the repeat (on the next endpoint after a timeout,
     on the same one after a reset) finds the key with our waiter id and holds it with the original token."""
-    coord = _coordinator(f"lockd+etcd3+http://{proxy.endpoint}?endpoints={etcd.endpoint}&lease_ttl=3&timeout=1")
+    coord = coordinator_via(f"lockd+etcd3+http://{proxy.endpoint}?endpoints={etcd.endpoint}&lease_ttl=3&timeout=1")
     try:
         lock = coord.get_lock(lock_name.encode())
         key = keys.lock_key(lock_name)
         proxy.lose_next("kv/txn", b64(key).encode(), mode)
         assert lock.acquire(blocking=10), "the repeated txn did not recognise the lock key it created"
-        revision = _committed(proxy)
+        revision = proxy.lost_txn_revision()
         assert lock.token == revision
         assert direct.get(key).create_revision == revision
         assert lock.release()
@@ -86,12 +58,12 @@ def test_lost_answer_to_uncontended_take_is_recognised(
 
 
 def test_lost_answer_to_queued_take_is_recognised(
-    etcd: EtcdMember, proxy: LossyProxy, direct: EtcdClient, lock_name: str
+    etcd: EtcdMember, proxy: LossyProxy, direct: EtcdClient, lock_name: str, coordinator_via: Starter
 ) -> None:
     """A queued waiter's take txn commits unanswered after the holder leaves; the waiter's repeat finds its own
     key and does not queue behind it."""
-    holder = _coordinator(f"lockd+etcd3+http://{etcd.endpoint}?lease_ttl=3&timeout=1")
-    waiter = _coordinator(f"lockd+etcd3+http://{proxy.endpoint}?endpoints={etcd.endpoint}&lease_ttl=3&timeout=1")
+    holder = coordinator_via(f"lockd+etcd3+http://{etcd.endpoint}?lease_ttl=3&timeout=1")
+    waiter = coordinator_via(f"lockd+etcd3+http://{proxy.endpoint}?endpoints={etcd.endpoint}&lease_ttl=3&timeout=1")
     try:
         held = holder.get_lock(lock_name.encode())
         assert held.acquire(blocking=False)
@@ -104,7 +76,7 @@ def test_lost_answer_to_queued_take_is_recognised(
         assert held.release()
         thread.join(30)
         assert result == [True]
-        revision = _committed(proxy)
+        revision = proxy.lost_txn_revision()
         assert lock.token == revision
         assert lock.release()
         assert queue_entries(direct, lock_name) == [], "the holder's queue entry outlived its release"
@@ -113,17 +85,19 @@ def test_lost_answer_to_queued_take_is_recognised(
         holder.stop()
 
 
-def test_unanswered_take_with_no_member_left_is_undone(proxy: LossyProxy, direct: EtcdClient, lock_name: str) -> None:
+def test_unanswered_take_with_no_member_left_is_undone(
+    proxy: LossyProxy, direct: EtcdClient, lock_name: str, coordinator_via: Starter
+) -> None:
     """The only endpoint loses the answer: acquire raises a connection error (not a hang, not False), and the
     key that did land is deleted at once, while the client's session lives on (so expiry did not do it)."""
-    coord = _coordinator(f"lockd+etcd3+http://{proxy.endpoint}?lease_ttl=3&timeout=1")
+    coord = coordinator_via(f"lockd+etcd3+http://{proxy.endpoint}?lease_ttl=3&timeout=1")
     try:
         lock = coord.get_lock(lock_name.encode())
         key = keys.lock_key(lock_name)
         proxy.lose_next("kv/txn", b64(key).encode(), "hang")
         with pytest.raises(BackendError):
             lock.acquire(blocking=True)
-        _committed(proxy)
+        proxy.lost_txn_revision()
         session = coord.session()
         wait_for(lambda: direct.get(key) is None, 10, "the unanswered take to be undone")
         assert session.alive(), "the key went with the lease, not with the client's cleanup"
@@ -149,7 +123,7 @@ def test_control_stock_tooz_orphans_the_lock_for_a_full_ttl(
         proxy.lose_next("kv/txn", b64(key).encode(), "hang")
         with pytest.raises(Exception):  # noqa: B017 - whatever stock tooz raises, it did not get the lock
             lock.acquire(blocking=True)
-        _committed(proxy)
+        proxy.lost_txn_revision()
         assert not lock.acquired
         orphan = direct.get(key)
         assert orphan is not None, "stock tooz was expected to leave its key behind"
