@@ -12,9 +12,9 @@ put the audit record ``/lockd/audit/<name>/<token>``. The record is what makes a
   the audit record, and our ``break_id`` in it says the break landed. A lock key that merely looks the
   same (same holder value) proves nothing: only the id does.
 - by the holder: a lockd release is "delete if create_revision == token". A repeated release whose first
-  send landed also fails its compare; the failure branch reads ``/lockd/audit/<name>/<token>``, and no
-  record while the holder's lease is still confirmed means nobody but the holder itself deleted the key
-  (see lockd.lock.Mutex.release).
+  send landed also fails its compare; the holder then reads ``/lockd/audit/<name>/<token>``, and no record
+  while its lease is still confirmed means nobody but the holder itself deleted the key (see
+  lockd.lock.Mutex.release; the read happens only after a repeated txn, never on the common path).
 
 Not recognised: a delete by something that writes no record (stock tooz's ``break_()``, ``etcdctl del``)
 during a release whose answer was lost; the release then reports success. That needs two faults at once.
