@@ -10,6 +10,11 @@ patches it before the importer gets it back, so no driver can bind the original 
 
 This module must never break interpreter start: every failure becomes one line on stderr, and lockutils then
 keeps its file locks (host-local, as without the hook).
+
+Lock scope: ``LOCKD_HOST_LOCAL_LOCKS`` (see ``drivers_shim.scope``) names the external locks that stay file
+locks; unset, lockd's defaults apply. A value that cannot be parsed is reported in one stderr line and the patch
+goes ahead with *no* host-local locks: a scope mistake may make locks wider than meant, never narrower, since only
+the latter could let two hosts into the same critical section.
 """
 
 from __future__ import annotations
@@ -26,9 +31,9 @@ ENV_VAR = "LOCKD_PATCH_LOCKUTILS"
 TRUE_VALUES = ("1", "true", "yes", "on")
 
 
-def _warn(message: str) -> None:
+def _warn(message: str, variable: str | None = ENV_VAR) -> None:
     try:
-        sys.stderr.write(f"lockd: LOCKD_PATCH_LOCKUTILS: {message}\n")
+        sys.stderr.write(f"lockd: {variable}: {message}\n" if variable else f"lockd: {message}\n")
     except Exception:  # no usable stderr (daemons): stay silent rather than fail
         pass
 
@@ -36,8 +41,16 @@ def _warn(message: str) -> None:
 def _patch(module: types.ModuleType) -> None:
     try:
         from drivers_shim.lockutils_patch import patch_lockutils
+        from drivers_shim.scope import host_local_from_env
+        from lockd.errors import UsageError
 
-        patch_lockutils(module)
+        try:
+            host_local = host_local_from_env()
+        except UsageError as exc:
+            # The message names the variable already; the patch itself goes ahead (see the module docstring).
+            _warn(f"{exc}; until it is fixed no lock is kept host-local, every external lock is a lockd lock", None)
+            host_local = ()
+        patch_lockutils(module, host_local=host_local)
     except Exception as exc:  # a broken lockd install must not take the driver down with it
         _warn(f"could not patch oslo lockutils, its external locks stay host-local file locks: {exc!r}")
 

@@ -25,6 +25,13 @@ So a lock lost while held is logged at ERROR when the lease is lost (from the ke
 it happens) and again at release. Code that must know should use ``drivers_shim.synchronized``, which raises
 ``LockLost``.
 
+Lock scope (``drivers_shim.scope``): names matching a host-local pattern (``patch_lockutils(host_local=...)``,
+else ``$LOCKD_HOST_LOCAL_LOCKS``, else the defaults such as ``cinder-lioadm``, ``cinder-nvmetcli``, ``os-brick-*``)
+are handed to oslo's original ``external_lock`` / ``remove_external_lock_file`` with the caller's arguments: a
+file lock in ``lock_path``, exactly as without the patch. They guard things of one host (a kernel target, the
+initiator), which a cluster-wide lock would only serialise across hosts, and which unpatched processes on the same
+host (nova-compute sharing os-brick's lock_path) still lock with files.
+
 Not covered: a module that did ``from oslo_concurrency.lockutils import external_lock`` *before* the patch keeps
 the original function. The ``LOCKD_PATCH_LOCKUTILS=1`` hook (see ``_lockd_autopatch``) patches lockutils right
 after it is first imported, before any driver can bind the name, so it has no such gap.
@@ -37,11 +44,16 @@ import logging
 import os
 import threading
 import types
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from drivers_shim import runtime
+from drivers_shim.scope import DEFAULT_HOST_LOCAL_LOCKS, LockScope, host_local_from_env
 from lockd.errors import BackendError
 from lockd.etcd.keys import MAX_NAME_LENGTH
+
+if TYPE_CHECKING:
+    import fasteners
 
 LOG = logging.getLogger(__name__)
 
@@ -49,7 +61,8 @@ _HASH_CHARS = 32  # 128 bits of sha256: collisions are not a practical concern
 _READABLE_CHARS = 200  # how much of an odd name is kept in front of its hash, for people reading `lockd locks`
 
 _patch_lock = threading.Lock()
-_originals: dict[str, Any] = {}
+_originals: dict[str, Any] = {}  #: oslo's own functions, kept once seen: host-local locks are still made by them
+_scope = LockScope(DEFAULT_HOST_LOCAL_LOCKS)  #: replaced by every patch_lockutils() before it swaps functions
 
 
 def lock_name(name: str, lock_file_prefix: str | None = None) -> str:
@@ -160,37 +173,78 @@ class DistributedLock:
         return f"<DistributedLock {self.name!r} acquired={self.acquired}>"
 
 
-def external_lock(name: str, lock_file_prefix: str | None = None, lock_path: str | None = None) -> DistributedLock:
-    """Patched ``lockutils.external_lock``: a lockd lock named like the file (``lock_path`` is ignored)."""
-    return DistributedLock(lock_name(name, lock_file_prefix), name)
+def external_lock(
+    name: str, lock_file_prefix: str | None = None, lock_path: str | None = None
+) -> DistributedLock | fasteners.InterProcessLock:
+    """Patched ``lockutils.external_lock``: a lockd lock named like the file (``lock_path`` is ignored).
+
+    A name in the host-local scope gets oslo's own file lock instead (``lock_path`` used, and required, as oslo
+    requires it).
+    """
+    lockd_name = lock_name(name, lock_file_prefix)
+    if _scope.is_host_local(lockd_name):
+        return _original("external_lock")(name, lock_file_prefix, lock_path)
+    return DistributedLock(lockd_name, name)
 
 
 def remove_external_lock_file(
     name: str, lock_file_prefix: str | None = None, lock_path: str | None = None, semaphores: Any = None
 ) -> None:
-    """Patched ``lockutils.remove_external_lock_file``: nothing to remove, a lockd lock leaves no file."""
-    LOG.debug("remove_external_lock_file(%r): lockd lock %r has no file to remove", name, lock_name(name))
+    """Patched ``lockutils.remove_external_lock_file``: nothing to remove, a lockd lock leaves no file.
+
+    A name in the host-local scope is a file lock, so oslo's own function removes its file.
+    """
+    lockd_name = lock_name(name, lock_file_prefix)
+    if _scope.is_host_local(lockd_name):
+        _original("remove_external_lock_file")(name, lock_file_prefix, lock_path, semaphores)
+        return
+    LOG.debug("remove_external_lock_file(%r): lockd lock %r has no file to remove", name, lockd_name)
+
+
+def _original(attr: str) -> Any:
+    """oslo's own ``attr``: the one replaced by the patch, or (never patched) the one lockutils still has."""
+    original = _originals.get(attr)
+    if original is None:
+        from oslo_concurrency import lockutils
+
+        original = getattr(lockutils, attr)
+    return original
 
 
 _REPLACEMENTS = {"external_lock": external_lock, "remove_external_lock_file": remove_external_lock_file}
 
 
-def patch_lockutils(module: types.ModuleType | None = None) -> None:
-    """From now on oslo.concurrency external locks are lockd locks (idempotent).
+def patch_lockutils(module: types.ModuleType | None = None, *, host_local: Iterable[str] | None = None) -> None:
+    """From now on oslo.concurrency external locks are lockd locks, except host-local ones (idempotent).
+
+    ``host_local``: fnmatch patterns of lockd names (``lock_name()``, e.g. ``cinder-nvmetcli``) that stay oslo's
+    file locks; ``[]`` for none. ``None`` reads ``$LOCKD_HOST_LOCAL_LOCKS``, and without it takes
+    ``drivers_shim.scope.DEFAULT_HOST_LOCAL_LOCKS``. Calling again replaces the scope.
 
     The backend is the shim's (``drivers_shim.configure`` or ``$LOCKD_BACKEND_URL``); nothing connects until
     the first external lock is taken, so patching is cheap and cannot fail on a backend that is down.
     ``module`` is lockutils itself (the import hook passes it while it is still being imported).
+
+    Raises:
+        lockd.errors.UsageError: a bad ``host_local`` (a single string, a non-string or empty pattern) or a
+            bad ``$LOCKD_HOST_LOCAL_LOCKS``; lockutils is then left as it was.
     """
+    global _scope
+    scope = LockScope(host_local_from_env() if host_local is None else host_local)
     if module is None:
         from oslo_concurrency import lockutils as module
     with _patch_lock:
+        _scope = scope  # before the swap: no lock may ever be taken under a scope not asked for
         for attr, replacement in _REPLACEMENTS.items():
             current = getattr(module, attr)
             if current is not replacement:
                 _originals[attr] = current
                 setattr(module, attr, replacement)
-    LOG.info("oslo.concurrency external locks are now lockd locks (drivers_shim.patch_lockutils)")
+    LOG.info(
+        "oslo.concurrency external locks are now lockd locks (drivers_shim.patch_lockutils), "
+        "except host-local file locks matching %s",
+        ", ".join(scope.host_local) or "nothing",
+    )
 
 
 def unpatch_lockutils() -> None:
@@ -200,7 +254,7 @@ def unpatch_lockutils() -> None:
     with _patch_lock:
         for attr, replacement in _REPLACEMENTS.items():
             if getattr(lockutils, attr) is replacement and attr in _originals:
-                setattr(lockutils, attr, _originals.pop(attr))
+                setattr(lockutils, attr, _originals[attr])
 
 
 def is_patched() -> bool:

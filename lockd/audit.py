@@ -10,7 +10,14 @@ file with ``ast`` (nothing is imported or run) and reports, per call site:
 - ``coordination.synchronized`` / ``COORDINATOR.get_lock``: tooz locks, distributed exactly when
   ``[coordination] backend_url`` is (``lockd+etcd3+http://...``; the default ``file://`` is host-local);
 - ``drivers_shim.synchronized``: lockd already;
-- fasteners / ``lockutils.InterProcessLock`` file locks taken directly: host-local and **not** covered.
+- fasteners / ``lockutils.InterProcessLock`` file locks taken directly: host-local and **not** covered;
+- os-brick's connector locks (``os_brick.initiator.connectors.base.synchronized``, prefix ``os-brick-``): oslo
+  external locks like the first kind.
+
+Lock scope: each oslo external lock also gets a ``scope``, from the same patterns the patch uses
+(``drivers_shim.scope``, the defaults unless others are given): ``host-local`` when the patch keeps it a file lock
+(its ``with_patch`` is then ``unchanged``), ``cluster-wide`` when it becomes a lockd lock. A name built at run time
+is host-local only when its fixed start decides it (``'os-brick-' + x`` under ``os-brick-*``).
 
 Names are resolved through the file's imports and its ``x = lockutils.synchronized_with_prefix(...)`` aliases;
 a module called ``utils`` whose origin cannot be resolved is taken to be Cinder's (``cinder-`` prefix).
@@ -24,22 +31,33 @@ import dataclasses
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lockd.errors import UsageError
 
+if TYPE_CHECKING:
+    from drivers_shim.scope import LockScope
+
 OSLO = "oslo_concurrency.lockutils"
 CINDER_PREFIX = "cinder-"
+OS_BRICK_SYNCHRONIZED = "os_brick.initiator.connectors.base.synchronized"
+OS_BRICK_PREFIX = "os-brick-"
 
 HOST_LOCAL = "host-local"
 IN_PROCESS = "in-process"
 COORDINATION = "coordination"
 DISTRIBUTED = "distributed"
+HOST_LOCAL_IF_EXTERNAL = "host-local if external"
 
 BECOMES_DISTRIBUTED = "distributed"
 UNCHANGED = "unchanged"
 NOT_COVERED = "not covered"
 NO_OP = "no-op"
 BACKEND_URL = "distributed if backend_url=lockd+etcd3+http://"
+
+#: ``LockSite.scope`` of an oslo external lock under the lock scope in force (None for every other site).
+SCOPE_HOST_LOCAL = "host-local"
+SCOPE_CLUSTER_WIDE = "cluster-wide"
 
 #: oslo functions whose call takes (name, lock_file_prefix, external, ...) and holds a lock.
 _OSLO_LOCKERS = {f"{OSLO}.synchronized": "lockutils.synchronized", f"{OSLO}.lock": "lockutils.lock"}
@@ -72,6 +90,7 @@ class LockSite:
     lock_name: str | None  #: the lockd lock name (with prefix) when it can be known statically
     today: str  #: host-local, in-process, coordination or distributed
     with_patch: str  #: distributed, unchanged, not covered, no-op, or the backend_url condition
+    scope: str | None = None  #: oslo external locks: host-local (kept a file lock by the scope) or cluster-wide
 
 
 @dataclasses.dataclass
@@ -86,6 +105,7 @@ class AuditReport:
             "sites": len(self.sites),
             "host_local": count(lambda s: s.today == HOST_LOCAL),
             "become_distributed": count(lambda s: s.today == HOST_LOCAL and s.with_patch == BECOMES_DISTRIBUTED),
+            "kept_host_local": count(lambda s: s.scope == SCOPE_HOST_LOCAL),
             "not_covered": count(lambda s: s.with_patch == NOT_COVERED),
             "in_process": count(lambda s: s.today == IN_PROCESS),
             "coordination": count(lambda s: s.today == COORDINATION),
@@ -116,8 +136,14 @@ def python_files(paths: Iterable[str]) -> Iterator[Path]:
                     yield Path(root) / name
 
 
-def audit(paths: Iterable[str]) -> AuditReport:
-    """Scan ``paths`` (files or directories). Raises UsageError for a path that does not exist."""
+def audit(paths: Iterable[str], host_local: Iterable[str] | None = None) -> AuditReport:
+    """Scan ``paths`` (files or directories).
+
+    ``host_local``: the lock scope's patterns to judge sites by (``drivers_shim.scope``); None for the defaults.
+    Raises:
+        UsageError: a path does not exist, or a bad pattern (both checked before anything is scanned).
+    """
+    scope = lock_scope(host_local)
     report = AuditReport([], 0, [])
     for path in python_files(paths):
         try:
@@ -126,17 +152,24 @@ def audit(paths: Iterable[str]) -> AuditReport:
             report.skipped.append((str(path), f"{type(exc).__name__}: {exc}".splitlines()[0]))
             continue
         report.files_scanned += 1
-        report.sites.extend(scan_tree(tree, str(path)))
+        report.sites.extend(scan_tree(tree, str(path), scope))
     return report
 
 
-def scan_source(source: str, path: str = "<source>") -> list[LockSite]:
+def scan_source(source: str, path: str = "<source>", host_local: Iterable[str] | None = None) -> list[LockSite]:
     """The lock sites of one module's source text (raises SyntaxError if it does not parse)."""
-    return scan_tree(ast.parse(source, filename=path), path)
+    return scan_tree(ast.parse(source, filename=path), path, lock_scope(host_local))
 
 
-def scan_tree(tree: ast.Module, path: str) -> list[LockSite]:
-    scanner = _Scanner(path)
+def lock_scope(host_local: Iterable[str] | None = None) -> LockScope:
+    """The patch's lock scope for these patterns (None: its defaults). Raises UsageError for a bad pattern."""
+    from drivers_shim.scope import DEFAULT_HOST_LOCAL_LOCKS, LockScope
+
+    return LockScope(DEFAULT_HOST_LOCAL_LOCKS if host_local is None else host_local)
+
+
+def scan_tree(tree: ast.Module, path: str, scope: LockScope | None = None) -> list[LockSite]:
+    scanner = _Scanner(path, scope if scope is not None else lock_scope())
     scanner.collect_names(tree)
     scanner.visit(tree)
     return sorted(scanner.sites, key=lambda s: s.line)
@@ -151,13 +184,14 @@ class _Alias:
 
 
 class _Scanner(ast.NodeVisitor):
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, scope: LockScope) -> None:
         self.path = path
+        self.lock_scope = scope
         self.imports: dict[str, str] = {}
         self.aliases: dict[str, _Alias] = {}
         self.usage: dict[int, str] = {}  # id(call node) -> decorator / with
         self.skip: set[int] = set()  # factory calls that are part of a bigger site
-        self.scope: list[str] = []
+        self.enclosing: list[str] = []  # the defs and classes around the node being visited
         self.sites: list[LockSite] = []
 
     # -- name resolution --------------------------------------------------------------------------------------
@@ -199,14 +233,14 @@ class _Scanner(ast.NodeVisitor):
     # -- traversal --------------------------------------------------------------------------------------------
 
     def _visit_def(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) -> None:
-        self.scope.append(node.name)  # a decorator's site is reported as the function it guards
+        self.enclosing.append(node.name)  # a decorator's site is reported as the function it guards
         for decorator in node.decorator_list:
             if isinstance(decorator, ast.Call):
                 self.usage[id(decorator)] = "decorator"
             self.visit(decorator)
         for child in node.body:
             self.visit(child)
-        self.scope.pop()
+        self.enclosing.pop()
 
     visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _visit_def
 
@@ -275,6 +309,10 @@ class _Scanner(ast.NodeVisitor):
                 COORDINATION,
                 BACKEND_URL,
             )
+        elif qualified == OS_BRICK_SYNCHRONIZED:
+            # (name, lock_file_prefix='os-brick-', external=False, lock_path=None, ...) around lockutils.lock()
+            prefix = _argument(node, 1, "lock_file_prefix") or ast.Constant(OS_BRICK_PREFIX)
+            self._oslo(node, f"{OSLO}.synchronized", prefix, shifted=False, api="os-brick base.synchronized")
         elif _ends_with(qualified, "utils.synchronized") and not qualified.startswith("oslo_"):
             # cinder.utils.synchronized = lockutils.synchronized_with_prefix('cinder-')
             self._oslo(
@@ -297,7 +335,7 @@ class _Scanner(ast.NodeVisitor):
         elif external is True:
             self._add(node, api, name, prefix, HOST_LOCAL, BECOMES_DISTRIBUTED)
         else:  # external=<expression>: both, depending on the run
-            self._add(node, api, name, prefix, "host-local if external", "distributed if external")
+            self._add(node, api, name, prefix, HOST_LOCAL_IF_EXTERNAL, "distributed if external")
 
     def _add(
         self,
@@ -311,24 +349,34 @@ class _Scanner(ast.NodeVisitor):
     ) -> None:
         literal = isinstance(name, ast.Constant) and isinstance(name.value, str)
         shown = name.value if literal else ("?" if name is None else ast.unparse(name))  # type: ignore[union-attr]
-        if isinstance(prefix, ast.expr):
-            prefix_value = prefix.value if isinstance(prefix, ast.Constant) else None
-            prefix_known = prefix_value is None or isinstance(prefix_value, str)
+        if isinstance(prefix, ast.expr):  # a variable prefix is unknown; a literal None is no prefix
+            prefix_known = isinstance(prefix, ast.Constant) and (prefix.value is None or isinstance(prefix.value, str))
+            prefix_value = prefix.value if prefix_known else None  # type: ignore[attr-defined]
         else:
             prefix_value, prefix_known = prefix, True
         lock_name = None
-        if literal and prefix_known and today in (HOST_LOCAL, "host-local if external") and not cleanup:
-            if with_patch != NOT_COVERED:
-                from drivers_shim.lockutils_patch import lock_name as oslo_lock_name
+        scope = None
+        if today in (HOST_LOCAL, HOST_LOCAL_IF_EXTERNAL) and with_patch != NOT_COVERED:  # an oslo external lock
+            from drivers_shim.lockutils_patch import lock_name as oslo_lock_name
 
-                lock_name = oslo_lock_name(shown, prefix_value)
+            mapped = oslo_lock_name(shown, prefix_value) if literal and prefix_known else None
+            if mapped is not None:
+                host_local = self.lock_scope.is_host_local(mapped)
+            else:
+                start = _known_start(name, prefix_value) if prefix_known else ""
+                host_local = self.lock_scope.covers_every_name_starting_with(start)
+            scope = SCOPE_HOST_LOCAL if host_local else SCOPE_CLUSTER_WIDE
+            if host_local:
+                with_patch = UNCHANGED  # the patch hands it to oslo's own file lock (or file removal)
+            if not cleanup:
+                lock_name = mapped
         elif literal and today in (COORDINATION, DISTRIBUTED):
             lock_name = f"{CINDER_PREFIX}{shown}"
         self.sites.append(
             LockSite(
                 path=self.path,
                 line=node.lineno,
-                function=".".join(self.scope) or None,
+                function=".".join(self.enclosing) or None,
                 usage=self.usage.get(id(node), "call"),
                 api=api + (" (cleanup)" if cleanup else ""),
                 name=shown,
@@ -336,6 +384,7 @@ class _Scanner(ast.NodeVisitor):
                 lock_name=lock_name,
                 today=today,
                 with_patch=with_patch,
+                scope=scope,
             )
         )
 
@@ -347,6 +396,54 @@ def _argument(node: ast.Call, position: int | None, keyword: str) -> ast.expr | 
     if position is not None and len(node.args) > position and not isinstance(node.args[position], ast.Starred):
         return node.args[position]
     return None
+
+
+def _known_start(name: ast.expr | None, prefix: str | None) -> str:
+    """What every lockd name built from ``name`` (an expression) under ``prefix`` starts with, or ``""``.
+
+    Kept short and printable on purpose: a name too long or odd for lockd is hashed but keeps its first 200
+    characters (``lockutils_patch.lock_name``), so a start of at most 100 printable characters holds either way.
+    """
+    from drivers_shim.lockutils_patch import lock_name as oslo_lock_name
+
+    if prefix and not all(" " <= ch <= "~" for ch in prefix):
+        return ""  # the whole name is hashed, its start shown with '?': claim nothing
+    head = _fixed_head(name) if name is not None else ""
+    printable = next((i for i, ch in enumerate(head) if not " " <= ch <= "~"), len(head))
+    head = head[: min(printable, 100)]
+    if not head and not prefix:
+        return ""
+    return oslo_lock_name(head, prefix)[:100]
+
+
+def _fixed_head(expr: ast.expr) -> str:
+    """The text every value of a string expression starts with, as far as the source fixes it.
+
+    ``'a-' + x``, ``f'a-{x}'``, ``'a-%s' % x`` and ``'a-{}'.format(x)`` -> ``a-``. Stopping at the first ``%``
+    or ``{`` also stops before their escaped forms (``%%``, ``{{``), so the head is never too long.
+    """
+    if isinstance(expr, ast.Constant):
+        return expr.value if isinstance(expr.value, str) else ""
+    if isinstance(expr, ast.JoinedStr):
+        head = ""
+        for part in expr.values:
+            if not (isinstance(part, ast.Constant) and isinstance(part.value, str)):
+                break
+            head += part.value
+        return head
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add):
+        left = expr.left
+        if isinstance(left, ast.Constant) and isinstance(left.value, str):
+            return left.value + _fixed_head(expr.right)
+        return _fixed_head(left)  # (x + 'a') + y: only what the left part fixes
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Mod):
+        if isinstance(expr.left, ast.Constant) and isinstance(expr.left.value, str):
+            return expr.left.value.split("%", 1)[0]
+    if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and expr.func.attr == "format":
+        template = expr.func.value
+        if isinstance(template, ast.Constant) and isinstance(template.value, str):
+            return template.value.split("{", 1)[0]
+    return ""
 
 
 def _ends_with(qualified: str, suffix: str) -> bool:
