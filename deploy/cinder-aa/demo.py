@@ -31,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -115,6 +116,7 @@ class Outcome:
     switches: int = 0  # how often consecutive driver operations (by start time) came from different services
     errors: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
+    locks_seen: dict[str, Any] = dataclasses.field(default_factory=dict)  # what `lockd locks` showed during the run
 
 
 class Deployment:
@@ -161,6 +163,9 @@ class Deployment:
             "service_down_time = 20",
             "[database]",
             f"connection = mysql+pymysql://root@127.0.0.1:3306/{self.database}",
+            # 6 processes share MariaDB's 151 connections (its default) with everything else on the machine
+            "max_pool_size = 4",
+            "max_overflow = 8",
             "[oslo_concurrency]",
             f"lock_path = {state}/locks",
             "[coordination]",
@@ -281,6 +286,8 @@ class Workload:
         answer = self.http.get(f"{self.d.api}/{kind}s/{rid}")
         if answer.status_code == 404:
             return "deleted"
+        if answer.status_code != 200:  # e.g. a 500 while the API's database pool is busy: ask again later
+            return f"unknown (HTTP {answer.status_code})"
         return answer.json()[kind]["status"]
 
     def settle(self, kind: str, ids: list[str], bound: float) -> dict[str, str]:
@@ -332,7 +339,9 @@ def drive(args: argparse.Namespace, d: Deployment, work: Workload, outcome: Outc
                 for i in range(count)]  # fmt: skip
 
     def ids(answers: list[httpx.Response], kind: str) -> list[str]:
-        return [a.json()[kind]["id"] for a in answers if a.status_code == 202 and f'"{kind}"'.encode() in a.content]
+        """The ids of the resources of ``kind`` that accepted creates answered (other answers have no such body)."""
+        bodies = [a.json() for a in answers if a.status_code == 202 and a.content]
+        return [body[kind]["id"] for body in bodies if isinstance(body, dict) and kind in body]
 
     log(f"{d.mode}: phase 1: {n} concurrent creates")
     vids = ids(work.all(create(n, "a")), "volume")
@@ -441,8 +450,47 @@ def check_operations(d: Deployment, outcome: Outcome) -> None:
 
 
 @contextlib.contextmanager
-def etcd_cluster(state: Path) -> Iterator[str]:
-    """deploy/local-cluster.sh: 3 etcd members and 2 lockd sidecars; yields the lockd backend URL."""
+def watching_locks(sidecar: str, interval: float = 0.25) -> Iterator[dict[str, Any]]:
+    """Poll a lockd sidecar's ``GET /v1/locks`` (what ``lockd locks`` shows) while the block runs.
+
+    Fills: samples taken, the most locks held at once, the most waiters queued behind one lock, the busiest
+    sample, and which processes (host/pid) held the ledger lock: both services, in turn, if they interleave.
+    """
+    seen: dict[str, Any] = {"samples": 0, "max_held": 0, "max_waiters": 0, "busiest": [], "ledger_holders": []}
+    holders: set[str] = set()
+    done = threading.Event()
+
+    def poll() -> None:
+        with httpx.Client(timeout=5) as http:
+            while not done.wait(interval):
+                try:
+                    locks = http.get(f"{sidecar}/v1/locks").json()["locks"]
+                except (httpx.HTTPError, ValueError, KeyError):
+                    continue
+                seen["samples"] += 1
+                waiters = max((lock["waiters"] for lock in locks), default=0)
+                if len(locks) > seen["max_held"]:
+                    seen["max_held"] = len(locks)
+                    seen["busiest"] = [(lock["name"], lock["waiters"]) for lock in locks][:8]
+                seen["max_waiters"] = max(seen["max_waiters"], waiters)
+                for lock in locks:
+                    if lock["name"].endswith("demo-ledger") and lock.get("holder"):
+                        holders.add(f"{lock['holder']['host']}/{lock['holder']['pid']}")
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        thread.join(10)
+        seen["ledger_holders"] = sorted(holders)
+
+
+@contextlib.contextmanager
+def etcd_cluster(state: Path) -> Iterator[tuple[str, str]]:
+    """deploy/local-cluster.sh: 3 etcd members and 2 lockd sidecars; yields the lockd backend URL and the first
+    sidecar's admin URL."""
     env = {**os.environ, "LOCKD_DEMO_DIR": str(state / "etcd")}
     script = str(REPO / "deploy" / "local-cluster.sh")
     subprocess.run([script, "start"], check=True, env=env, timeout=120)
@@ -453,7 +501,7 @@ def etcd_cluster(state: Path) -> Iterator[str]:
             ).stdout.split() if "=" in line
         )  # fmt: skip
         first, *others = ports["ETCD_ENDPOINTS"].split(",")
-        yield f"lockd+etcd3+http://{first}?endpoints={','.join(others)}"
+        yield f"lockd+etcd3+http://{first}?endpoints={','.join(others)}", ports["LOCKD_URL_1"]
     finally:
         subprocess.run([script, "stop"], env=env, timeout=120)
 
@@ -477,6 +525,8 @@ def report(outcome: Outcome) -> None:
         f"{outcome.mode}: {outcome.requests} requests in {outcome.seconds:.0f}s; driver operations per service "
         f"{outcome.hosts}, {outcome.switches} switches between services in their order of start"
     )
+    if outcome.locks_seen:
+        log(f"{outcome.mode}: lockd sidecar's /v1/locks during the run: {outcome.locks_seen}")
     for what in ("errors", "stuck", "doubled", "interrupted", "redone", "ledger_notes", "leftover_files"):
         items = getattr(outcome, what)
         for item in list(items.items() if isinstance(items, dict) else items)[:10]:
@@ -501,9 +551,14 @@ def main() -> int:
     state.mkdir(parents=True, exist_ok=True)
     run_id = uuid.uuid4().hex[:6]
     outcomes: dict[str, Outcome] = {}
-    with etcd_cluster(state) as etcd_url:
+    with etcd_cluster(state) as (etcd_url, sidecar):
         for mode in ("lockd", "control") if args.mode == "both" else (args.mode,):
-            outcomes[mode] = run_mode(args, mode, etcd_url if mode == "lockd" else None, run_id)
+            if mode == "lockd":
+                with watching_locks(sidecar) as seen:
+                    outcomes[mode] = run_mode(args, mode, etcd_url, run_id)
+                outcomes[mode].locks_seen = seen
+            else:
+                outcomes[mode] = run_mode(args, mode, None, run_id)
             report(outcomes[mode])
     if args.json:
         Path(args.json).write_text(json.dumps({m: dataclasses.asdict(o) for m, o in outcomes.items()}, indent=1))
