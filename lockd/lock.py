@@ -179,9 +179,7 @@ class Mutex:
             BackendError: etcd did not answer; the session deletes the key when it can (or the lease ends it).
                 The object is released either way.
         """
-        with self._guard:
-            token, session, queue_key = self.token, self.session, self._queue_key
-            self.token = self.session = self._queue_key = None
+        token, session, queue_key = self._forget()
         if token is None or session is None:
             return False
         try:
@@ -217,7 +215,7 @@ class Mutex:
         if self._gate_owner == me and self._gate.locked():
             if self.held() or self.token is None:
                 return False
-            self._drop_lost_hold()
+            self._forget()  # the lost hold's keys went with its lease
             return True
         if deadline is None:
             self._gate.acquire()
@@ -230,13 +228,12 @@ class Mutex:
         self._gate_owner = None
         self._gate.release()
 
-    def _drop_lost_hold(self) -> None:
-        """Forget a hold whose lease is gone (its keys went with the lease; a force-broken key is gone too)."""
+    def _forget(self) -> tuple[int | None, Session | None, bytes | None]:
+        """Clear the hold (token, session, queue key) and return what it was; one caller gets it, others None."""
         with self._guard:
-            session, queue_key = self.session, self._queue_key
+            hold = self.token, self.session, self._queue_key
             self.token = self.session = self._queue_key = None
-        if session is not None and queue_key is not None:
-            session.delete((queue_key, []))  # a no-op on a lost session; the entry went with its lease
+        return hold
 
     # -- protocol -----------------------------------------------------------------------------------------------
 

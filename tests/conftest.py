@@ -12,6 +12,7 @@ import pytest
 import tooz.coordination
 
 from tests.etcd_process import EtcdMember
+from tests.procs import ChildProcess
 
 # Child processes spawned by tests import tests.* helpers; make the repo root importable for them.
 os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -55,6 +56,15 @@ def coordinator(etcd_url: str) -> Iterator[tooz.coordination.CoordinationDriver]
     yield coord
     if coord.is_started:
         coord.stop()
+
+
+@pytest.fixture
+def workers() -> Iterator[list[ChildProcess]]:
+    """Child processes a test starts (append them); all are killed and reaped at the end."""
+    started: list[ChildProcess] = []
+    yield started
+    for child in started:
+        child.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from tests.procs import ChildProcess
@@ -23,24 +22,37 @@ def new_ids(rounds: int = ROUNDS) -> list[str]:
 
 
 def run_race(
-    config: dict[str, Any],
+    scenario: str,
+    ids: list[str],
+    backend_url: str,
+    *,
+    runtime: str = "threads",
+    threads: int = 8,
     processes: int = 4,
-    before_round: Callable[[int], None] | None = None,
+    status_url: str | None = None,
     round_timeout: float = 120.0,
+    **options: Any,
 ) -> list[list[dict[str, Any]]]:
-    """Run ``config["rounds"]`` rounds over ``processes`` racers; the results of all threads, per round.
-
-    ``before_round(r)`` runs after every thread is warmed and parked and before "go" (e.g. to reset state).
-    """
+    """One round per id (kind "volume"), over ``processes`` racers of ``threads`` each; every thread's result,
+    per round. ``options`` are the scenario's own (tests/racer.py)."""
+    config = {
+        "scenario": scenario,
+        "runtime": runtime,
+        "threads": threads,
+        "rounds": len(ids),
+        "ids": ids,
+        "kind": "volume",
+        "backend_url": backend_url,
+        "status_url": status_url,
+        **options,
+    }
     racers = [ChildProcess("-W", "ignore", "-m", "tests.racer", json.dumps(config)) for _ in range(processes)]
     rounds: list[list[dict[str, Any]]] = []
     try:
-        for rnd in range(int(config["rounds"])):
+        for rnd in range(len(ids)):
             for racer in racers:
                 event = racer.wait_event("ready", "error", timeout=round_timeout)
                 assert event.get("event") == "ready" and event["round"] == rnd, event
-            if before_round is not None:
-                before_round(rnd)
             for racer in racers:
                 racer.send("go")
             results: list[dict[str, Any]] = []

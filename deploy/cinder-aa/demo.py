@@ -440,12 +440,37 @@ def check_ledger(d: Deployment, outcome: Outcome, when: str) -> None:
     outcome.ledger_off = max(outcome.ledger_off, len(wrong))
 
 
+@dataclasses.dataclass
+class Run:
+    """One driver operation as the demo driver logged it: started, and ended unless cut short."""
+
+    op: str
+    rid: str
+    host: str
+    pid: int
+    start: float
+    end: float | None = None
+
+
+def read_runs(d: Deployment) -> list[Run]:
+    """The driver's operations log (``operations.jsonl``) as runs, in order of start."""
+    path = d.shared / "operations.jsonl"
+    runs: list[Run] = []
+    running: dict[tuple[str, str, int], Run] = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        entry = json.loads(line)
+        key = (entry["op"], entry["id"], entry["pid"])
+        if entry["phase"] == "start":
+            running[key] = Run(entry["op"], entry["id"], entry["host"], entry["pid"], entry["at"])
+            runs.append(running[key])
+        elif key in running:
+            running.pop(key).end = entry["at"]
+    return sorted(runs, key=lambda run: run.start)
+
+
 def cut_short(d: Deployment) -> set[str]:
     """Resources with a driver operation that started in a process the SIGKILL took and never ended."""
-    path = d.shared / "operations.jsonl"
-    lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    runs = {(line["op"], line["id"], line["pid"]): line["phase"] for line in lines}  # a run's last phase
-    return {rid for (_, rid, pid), phase in runs.items() if phase == "start" and pid in d.killed_pids}
+    return {run.rid for run in read_runs(d) if run.end is None and run.pid in d.killed_pids}
 
 
 def check_operations(d: Deployment, outcome: Outcome) -> None:
@@ -455,37 +480,26 @@ def check_operations(d: Deployment, outcome: Outcome) -> None:
     *interrupted*; if it had completed and Cinder's cleanup at the restart runs it again (the process died before
     it recorded the result), it is *redone*: Cinder's at-least-once recovery, not two services doing one job.
     """
-    path = d.shared / "operations.jsonl"
-    lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for line in lines:
-        key = (line["op"], line["id"])
-        if line["phase"] == "start":
-            run = {"start": line["at"], "end": None, "host": line["host"], "pid": line["pid"]}
-            runs.setdefault(key, []).append(run)
-            outcome.hosts[line["host"]] = outcome.hosts.get(line["host"], 0) + 1
-        else:
-            mine = [r for r in runs.get(key, []) if r["end"] is None and r["pid"] == line["pid"]]
-            if mine:
-                mine[0]["end"] = line["at"]
-    starts = sorted((line["at"], line["host"]) for line in lines if line["phase"] == "start")
-    outcome.switches = sum(a[1] != b[1] for a, b in zip(starts, starts[1:], strict=False))
-    for (op, rid), attempts in runs.items():
-        for run in attempts:
-            run["killed"] = run["pid"] in d.killed_pids
-            if run["killed"] and run["end"] is None:
-                run["end"] = d.killed_at
-                outcome.interrupted.append(f"{op} {rid} on {run['host']}")
-        ends = [r["end"] if r["end"] is not None else float("inf") for r in attempts]
+    runs = read_runs(d)
+    by_operation: dict[tuple[str, str], list[Run]] = {}
+    for run in runs:
+        outcome.hosts[run.host] = outcome.hosts.get(run.host, 0) + 1
+        by_operation.setdefault((run.op, run.rid), []).append(run)
+        if run.pid in d.killed_pids and run.end is None:
+            run.end = d.killed_at
+            outcome.interrupted.append(f"{run.op} {run.rid} on {run.host}")
+    outcome.switches = sum(a.host != b.host for a, b in zip(runs, runs[1:], strict=False))
+    for (op, rid), attempts in by_operation.items():
+        ends = [float("inf") if run.end is None else run.end for run in attempts]
         overlapping = any(
-            a["start"] < ends[j] and attempts[j]["start"] < ends[i]
-            for i, a in enumerate(attempts)
+            attempts[i].start < ends[j] and attempts[j].start < ends[i]
+            for i in range(len(attempts))
             for j in range(i + 1, len(attempts))
         )
-        completed_live = [r for r in attempts if not r["killed"] and r["end"] is not None]
+        completed_live = [run for run in attempts if run.pid not in d.killed_pids and run.end is not None]
         if overlapping or len(completed_live) > 1:
-            outcome.doubled.append(f"{op} {rid}: {len(attempts)} runs on {sorted({r['host'] for r in attempts})}")
-        elif len(attempts) > 1 and any(r["killed"] for r in attempts):
+            outcome.doubled.append(f"{op} {rid}: {len(attempts)} runs on {sorted({run.host for run in attempts})}")
+        elif len(attempts) > 1 and any(run.pid in d.killed_pids for run in attempts):
             outcome.redone.append(f"{op} {rid}")
 
 

@@ -16,18 +16,17 @@ Every operation appends one JSON line to ``<shared_dir>/operations.jsonl`` when 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from cinder import coordination, utils
 from cinder.volume import configuration, driver
 from oslo_config import cfg
-from oslo_log import log
-
-LOG = log.getLogger(__name__)
 
 demo_opts = [
     cfg.StrOpt("demo_shared_dir", help="Directory both volume services share (the 'array')."),
@@ -86,10 +85,18 @@ class SharedFileDriver(driver.VolumeDriver):
     def _path(self, kind: str, rid: str) -> str:
         return os.path.join(self.shared_dir, f"{kind}-{rid}")
 
-    def _record(self, op: str, rid: str, phase: str, **extra: Any) -> None:
+    @contextlib.contextmanager
+    def _operation(self, op: str, rid: str) -> Iterator[None]:
+        """Log the operation's start, make the array call, run the block, log its end (not if it raised)."""
+        self._record(op, rid, "start")
+        self._array_call()
+        yield
+        self._record(op, rid, "end")
+
+    def _record(self, op: str, rid: str, phase: str) -> None:
         line = {"op": op, "id": rid, "phase": phase, "host": self.host_name, "pid": os.getpid(), "at": time.time()}
         with open(os.path.join(self.shared_dir, "operations.jsonl"), "a") as f:
-            f.write(json.dumps({**line, **extra}) + "\n")  # one short O_APPEND write: lines never interleave
+            f.write(json.dumps(line) + "\n")  # one short O_APPEND write: lines never interleave
 
     def _array_call(self) -> None:
         time.sleep(self.delay)
@@ -132,40 +139,30 @@ class SharedFileDriver(driver.VolumeDriver):
 
     @coordination.synchronized("{volume.id}-demo")
     def create_volume(self, volume: Any) -> None:
-        self._record("create_volume", volume.id, "start")
-        self._array_call()
-        self._allocate("volume", volume.id, volume.size)
-        self._record("create_volume", volume.id, "end", size=volume.size)
+        with self._operation("create_volume", volume.id):
+            self._allocate("volume", volume.id, volume.size)
 
     @coordination.synchronized("{volume.id}-demo")
     def delete_volume(self, volume: Any) -> None:
-        self._record("delete_volume", volume.id, "start")
-        self._array_call()
-        self._free("volume", volume.id)
-        self._record("delete_volume", volume.id, "end")
+        with self._operation("delete_volume", volume.id):
+            self._free("volume", volume.id)
 
     @coordination.synchronized("{volume.id}-demo")
     def extend_volume(self, volume: Any, new_size: int) -> None:
-        self._record("extend_volume", volume.id, "start")
-        self._array_call()
-        with open(self._path("volume", volume.id), "r+b") as f:
-            f.truncate(new_size * GIB)
-        self._ledger_set(volume.id, new_size)
-        self._record("extend_volume", volume.id, "end", size=new_size)
+        with self._operation("extend_volume", volume.id):
+            with open(self._path("volume", volume.id), "r+b") as f:
+                f.truncate(new_size * GIB)
+            self._ledger_set(volume.id, new_size)
 
     @coordination.synchronized("{snapshot.volume_id}-demo")
     def create_snapshot(self, snapshot: Any) -> None:
-        self._record("create_snapshot", snapshot.id, "start")
-        self._array_call()
-        self._allocate("snapshot", snapshot.id, snapshot.volume_size, self._path("volume", snapshot.volume_id))
-        self._record("create_snapshot", snapshot.id, "end", size=snapshot.volume_size)
+        with self._operation("create_snapshot", snapshot.id):
+            self._allocate("snapshot", snapshot.id, snapshot.volume_size, self._path("volume", snapshot.volume_id))
 
     @coordination.synchronized("{snapshot.volume_id}-demo")
     def delete_snapshot(self, snapshot: Any) -> None:
-        self._record("delete_snapshot", snapshot.id, "start")
-        self._array_call()
-        self._free("snapshot", snapshot.id)
-        self._record("delete_snapshot", snapshot.id, "end")
+        with self._operation("delete_snapshot", snapshot.id):
+            self._free("snapshot", snapshot.id)
 
     # -- exports: nothing is attached in the demo ------------------------------------------------------------------
 

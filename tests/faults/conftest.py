@@ -14,7 +14,6 @@ from lockd.options import parse_backend_url
 from tests.etcd_cluster import EtcdCluster
 from tests.etcd_process import EtcdMember
 from tests.faults.lossy_proxy import LossyProxy
-from tests.procs import WorkerProcess
 
 
 @pytest.fixture(scope="session")
@@ -31,15 +30,6 @@ def cluster(etcd_cluster_session: EtcdCluster) -> Iterator[EtcdCluster]:
     etcd_cluster_session.heal()
     yield etcd_cluster_session
     etcd_cluster_session.heal()
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    """Worker processes a test starts (append them); all are killed and reaped at the end."""
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        w.stop()
 
 
 @pytest.fixture

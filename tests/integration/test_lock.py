@@ -331,3 +331,14 @@ def test_release_removes_the_holders_queue_entry(coordinator, etcd_url, lock_nam
     assert second.token is not None
     assert second.release()
     assert len(queue_entries(etcd_url, lock_name)) == 0
+
+
+def test_a_stopped_coordinator_starts_again_and_locks(coordinator, lock_name) -> None:
+    """tooz lets a coordinator stop and start again; lockd opens a new etcd client and session for it."""
+    first = coordinator.session().lease_id
+    coordinator.stop()
+    coordinator.start(start_heart=True)
+    lock = coordinator.get_lock(lock_name)
+    assert lock.acquire(blocking=False)
+    assert lock.session.lease_id != first
+    assert lock.release()

@@ -51,14 +51,14 @@ else:
 
 
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No LOCKD_* / OSLO_* setting of the test run leaks into the children started by a test."""
+    """No LOCKD_* / OSLO_* setting of the test run leaks into the workers started by a test."""
     for var in [v for v in os.environ if v.startswith(("LOCKD_", "OSLO_"))]:
         monkeypatch.delenv(var)
 
 
 @pytest.fixture
 def one_host(tmp_path: Path, etcd_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """What the children of a test inherit: the patch on through the start-up hook and one shared lock_path."""
+    """What the workers of a test inherit: the patch on through the start-up hook and one shared lock_path."""
     clean_environment(monkeypatch)
     lock_path = tmp_path / "lock_path"
     lock_path.mkdir()
@@ -68,18 +68,10 @@ def one_host(tmp_path: Path, etcd_url: str, monkeypatch: pytest.MonkeyPatch) -> 
     return lock_path
 
 
-@pytest.fixture
-def children() -> Iterator[list[ChildProcess]]:
-    started: list[ChildProcess] = []
-    yield started
-    for child in started:
-        child.stop()
-
-
-def locker(children: list[ChildProcess], name: str, blocking: bool = True, hold: bool = True) -> ChildProcess:
+def locker(workers: list[ChildProcess], name: str, blocking: bool = True, hold: bool = True) -> ChildProcess:
     """A child taking ``lockutils.lock(name, 'cinder-', external=True)``; with ``hold`` it keeps it until told."""
     child = ChildProcess("-c", LOCKER, json.dumps({"name": name, "blocking": blocking, "hold": hold}))
-    children.append(child)
+    workers.append(child)
     return child
 
 
@@ -103,31 +95,31 @@ def file_lock_is_held(path: Path) -> bool:
 
 def test_host_local_name_excludes_processes_through_the_lock_file_and_leaves_etcd_alone(
     one_host: Path,
-    children: list[ChildProcess],
+    workers: list[ChildProcess],
     coordinator: tooz.coordination.CoordinationDriver,
     lock_name: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("LOCKD_HOST_LOCAL_LOCKS", f"default,cinder-{lock_name}-local*")
     name = f"{lock_name}-local-1"
-    holder = locker(children, name)
+    holder = locker(workers, name)
     assert holder.wait_event("held") == {"event": "held", "kind": "file", "patched_by": "drivers_shim.lockutils_patch"}
 
     lock_file = one_host / f"cinder-{name}"
     assert file_lock_is_held(lock_file)  # oslo's own file lock: an unpatched process (nova-compute) is kept out
-    assert locker(children, name, blocking=False).wait_event("refused", "held") == {"event": "refused"}
+    assert locker(workers, name, blocking=False).wait_event("refused", "held") == {"event": "refused"}
     assert keys_naming(coordinator.etcd, lock_name) == []
 
     holder.send("release")
     holder.wait_event("released")
     assert not file_lock_is_held(lock_file)
-    assert locker(children, name, blocking=False, hold=False).wait_event("refused", "held")["event"] == "held"
+    assert locker(workers, name, blocking=False, hold=False).wait_event("refused", "held")["event"] == "held"
     assert keys_naming(coordinator.etcd, lock_name) == []
 
 
 def test_a_name_outside_the_scope_is_a_lockd_lock(
     one_host: Path,
-    children: list[ChildProcess],
+    workers: list[ChildProcess],
     coordinator: tooz.coordination.CoordinationDriver,
     lock_name: str,
     monkeypatch: pytest.MonkeyPatch,
@@ -135,11 +127,11 @@ def test_a_name_outside_the_scope_is_a_lockd_lock(
     monkeypatch.setenv("LOCKD_HOST_LOCAL_LOCKS", f"default,cinder-{lock_name}-local*")
     name = f"{lock_name}-shared"
     key = keys.lock_key(f"cinder-{name}")
-    holder = locker(children, name)
+    holder = locker(workers, name)
     assert holder.wait_event("held")["kind"] == "DistributedLock"
     assert coordinator.etcd.get(key) is not None  # /tooz/locks<name> exists while it is held
     assert key in keys_naming(coordinator.etcd, lock_name)  # (so finding no key elsewhere is not a blind probe)
-    assert locker(children, name, blocking=False).wait_event("refused", "held") == {"event": "refused"}
+    assert locker(workers, name, blocking=False).wait_event("refused", "held") == {"event": "refused"}
     assert not list(one_host.iterdir()), "a lockd lock made a lock file"
 
     holder.send("release")
@@ -250,13 +242,13 @@ def patched_here(etcd_url: str, tmp_path: Path, lock_name: str) -> Iterator[Path
 
 def test_a_thread_of_a_patched_process_and_an_unpatched_process_exclude_each_other(
     patched_here: Path,
-    children: list[ChildProcess],
+    workers: list[ChildProcess],
     coordinator: tooz.coordination.CoordinationDriver,
     lock_name: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     clean_environment(monkeypatch)
-    monkeypatch.setenv("OSLO_LOCK_PATH", str(patched_here))  # the children: plain oslo, no patch, same lock_path
+    monkeypatch.setenv("OSLO_LOCK_PATH", str(patched_here))  # the workers: plain oslo, no patch, same lock_path
     local, shared = f"{lock_name}-local", f"{lock_name}-shared"
     held, release = threading.Event(), threading.Event()
     kinds: list[bool] = []
@@ -271,7 +263,7 @@ def test_a_thread_of_a_patched_process_and_an_unpatched_process_exclude_each_oth
     worker.start()
     try:
         assert held.wait(30) and kinds == [True]
-        assert locker(children, local, blocking=False).wait_event("refused", "held") == {"event": "refused"}
+        assert locker(workers, local, blocking=False).wait_event("refused", "held") == {"event": "refused"}
         assert keys_naming(coordinator.etcd, lock_name) == []
 
         # ...while in the same process a name outside the scope is a lockd lock.
@@ -282,7 +274,7 @@ def test_a_thread_of_a_patched_process_and_an_unpatched_process_exclude_each_oth
     finally:
         release.set()
         worker.join(30)
-    assert locker(children, local, blocking=False, hold=False).wait_event("refused", "held")["event"] == "held"
+    assert locker(workers, local, blocking=False, hold=False).wait_event("refused", "held")["event"] == "held"
     assert sorted(p.name for p in patched_here.iterdir()) == [f"cinder-{local}"]  # no file for the lockd lock
 
 

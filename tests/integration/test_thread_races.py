@@ -46,33 +46,23 @@ def _lock_url(etcd: EtcdMember) -> str:
     return f"lockd+etcd3+http://{etcd.endpoint}?lease_ttl=5&timeout=5"
 
 
-def test_cas_threads_of_four_processes_one_winner_per_round_etcd(etcd: EtcdMember) -> None:
+@pytest.mark.parametrize(("runtime", "processes", "threads"), [("threads", 4, 8), ("eventlet", 2, 64)])
+def test_cas_one_winner_per_round(etcd: EtcdMember, runtime: str, processes: int, threads: int) -> None:
     url = _lock_url(etcd)
     ids = new_ids()
     _seed(url, ids)
-    config = {"runtime": "threads", "threads": 8, "scenario": "cas", "rounds": ROUNDS, "kind": "volume"}
-    rounds = run_race({**config, "ids": ids, "backend_url": url, "status_url": None}, processes=4)
-    assert_one_cas_winner_per_round(rounds, 32)
-
-
-def test_cas_green_threads_one_winner_per_round(etcd: EtcdMember) -> None:
-    url = _lock_url(etcd)
-    ids = new_ids()
-    _seed(url, ids)
-    config = {"runtime": "eventlet", "threads": 64, "scenario": "cas", "rounds": ROUNDS, "kind": "volume"}
-    rounds = run_race({**config, "ids": ids, "backend_url": url, "status_url": None}, processes=2)
-    assert_one_cas_winner_per_round(rounds, 128)
+    rounds = run_race("cas", ids, url, runtime=runtime, threads=threads, processes=processes)
+    assert_one_cas_winner_per_round(rounds, processes * threads)
 
 
 @pytest.mark.parametrize("runtime", ["eventlet", "threads"])
 def test_transition_body_runs_once_per_round(etcd: EtcdMember, runtime: str) -> None:
-    """64 green threads in each of 2 processes call one @transition(available -> deleting): one body runs."""
+    """64 green threads (or 8 threads) in each of 2 processes call one @transition(available -> deleting)."""
     url = _lock_url(etcd)
     ids = new_ids()
     _seed(url, ids)
     threads = 64 if runtime == "eventlet" else 8
-    config = {"runtime": runtime, "threads": threads, "scenario": "transition", "rounds": ROUNDS, "kind": "volume"}
-    rounds = run_race({**config, "ids": ids, "backend_url": url, "status_url": None}, processes=2)
+    rounds = run_race("transition", ids, url, runtime=runtime, threads=threads, processes=2)
     store = open_store(url)
     try:
         for number, results in enumerate(rounds):
@@ -88,15 +78,9 @@ def test_transition_body_runs_once_per_round(etcd: EtcdMember, runtime: str) -> 
 def test_synchronized_counter_is_exact_under_green_threads(etcd: EtcdMember, tmp_path: Path) -> None:
     """16 green threads x 10 increments in each of 2 processes, read-yield-write under one synchronized lock."""
     ids = new_ids()
-    config = {
-        "runtime": "eventlet",
-        "threads": 16,
-        "scenario": "counter",
-        "increments": 10,
-        "rounds": ROUNDS,
-        "kind": "volume",
-        "counter_dir": str(tmp_path),
-    }
-    run_race({**config, "ids": ids, "backend_url": _lock_url(etcd), "status_url": None}, processes=2)
+    run_race(
+        "counter", ids, _lock_url(etcd), runtime="eventlet", threads=16, processes=2,
+        increments=10, counter_dir=str(tmp_path),
+    )  # fmt: skip
     counts = [int((tmp_path / name).read_text()) for name in ids]
     assert counts == [2 * 16 * 10] * ROUNDS

@@ -21,9 +21,7 @@ def test_cas_threads_of_four_processes_one_winner_per_round(
     url, table, engine = volumes
     ids = [add_volume(engine, table, "available") for _ in range(ROUNDS)]
     open_store(url).close()  # lockd's side tables exist before the racers start
-    config = {"runtime": "threads", "threads": 8, "scenario": "cas", "rounds": ROUNDS, "kind": "volume"}
-    backend_url = f"lockd+etcd3+http://{etcd.endpoint}"
-    rounds = run_race({**config, "ids": ids, "backend_url": backend_url, "status_url": url}, processes=4)
+    rounds = run_race("cas", ids, f"lockd+etcd3+http://{etcd.endpoint}", status_url=url, threads=8, processes=4)
     assert_one_cas_winner_per_round(rounds, 32)
     with engine.connect() as conn:
         statuses = conn.execute(sa.select(table.c.status).where(table.c.id.in_(ids))).scalars().all()
