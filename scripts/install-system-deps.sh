@@ -9,11 +9,16 @@ command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 python3 -c "import ensurepip" >/dev/null 2>&1 || need+=(python3-venv)
 [ -x /usr/sbin/ocf-tester ] || command -v ocf-tester >/dev/null 2>&1 || need+=(resource-agents)
 command -v xmllint >/dev/null 2>&1 || need+=(libxml2-utils)  # ocf-tester validates meta-data with it
+# Test hosts in network namespaces (tests/netns.py): iproute2 for ip netns/veth, iptables for the faults,
+# libnetfilter-queue-dev for the link delayer (NetfilterQueue, the 'netfault' extra)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
+[ -e /usr/include/libnetfilter_queue/libnetfilter_queue.h ] || need+=(libnetfilter-queue-dev)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "install-system-deps: not root or no apt-get; missing: ${need[*]}" >&2
     exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq >/dev/null
-apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null
+apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-system-deps.sh
-bash scripts/setup-venv.sh "sql,test,bench,embedded"
+extras="sql,test,bench,embedded"
+# The network-fault tests' delayer builds against libnetfilter_queue (installed above when root).
+[ -e /usr/include/libnetfilter_queue/libnetfilter_queue.h ] && extras="$extras,netfault"
+bash scripts/setup-venv.sh "$extras"
 .venv/bin/ruff check .
 .venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.etcd_process import EtcdMember
@@ -19,9 +20,17 @@ from tests.etcd_process import EtcdMember
 class EtcdCluster:
     """Three etcd members on loopback ports; every fault is addressed to one member."""
 
-    def __init__(self, base_dir: Path, size: int = 3) -> None:
-        self.members = [EtcdMember(f"m{i}", base_dir / f"m{i}" / "data") for i in range(size)]
-        initial = ",".join(f"{m.name}=http://127.0.0.1:{m.peer_port}" for m in self.members)
+    def __init__(self, base_dir: Path, size: int = 3, placements: Sequence[tuple[str, Sequence[str]]] = ()) -> None:
+        """``placements``: for each member, its host's address and the argv prefix that runs a command on that
+        host (tests/netns.py); by default every member runs on loopback with free ports."""
+        if placements:
+            self.members = [
+                EtcdMember(f"m{i}", base_dir / f"m{i}" / "data", 2379, 2380, ip, launcher)
+                for i, (ip, launcher) in enumerate(placements)
+            ]
+        else:
+            self.members = [EtcdMember(f"m{i}", base_dir / f"m{i}" / "data") for i in range(size)]
+        initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
         token = self.members[0].cluster_token
         for m in self.members:
             m.initial_cluster = initial

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 from lockd.embedded import find_etcd
@@ -33,19 +34,35 @@ def free_port() -> int:
 class EtcdMember:
     """One etcd process. ``initial_cluster`` is filled in by the cluster builder; alone it is a 1-member cluster."""
 
-    def __init__(self, name: str, data_dir: Path, client_port: int | None = None, peer_port: int | None = None):
+    def __init__(
+        self,
+        name: str,
+        data_dir: Path,
+        client_port: int | None = None,
+        peer_port: int | None = None,
+        ip: str = "127.0.0.1",
+        launcher: Sequence[str] = (),
+    ):
+        """``ip`` and ``launcher`` place the member on a test host (tests/netns.py): its address there, and the
+        argv prefix that runs a command inside that host's namespace."""
         self.name = name
         self.data_dir = data_dir
+        self.ip = ip
+        self.launcher = list(launcher)
         self.client_port = client_port or free_port()
         self.peer_port = peer_port or free_port()
-        self.initial_cluster = f"{name}=http://127.0.0.1:{self.peer_port}"
+        self.initial_cluster = f"{name}={self.peer_url}"
         self.cluster_token = f"lockd-test-{os.getpid()}-{self.client_port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.paused = False
 
     @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
+        return f"{self.ip}:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.ip}:{self.peer_port}"
 
     @property
     def client_url(self) -> str:
@@ -57,6 +74,7 @@ class EtcdMember:
         log = open(self.data_dir.parent / f"{self.name}.log", "ab")
         self.proc = subprocess.Popen(
             [
+                *self.launcher,
                 etcd_binary(),
                 "--name",
                 self.name,
@@ -67,9 +85,9 @@ class EtcdMember:
                 "--advertise-client-urls",
                 self.client_url,
                 "--listen-peer-urls",
-                f"http://127.0.0.1:{self.peer_port}",
+                self.peer_url,
                 "--initial-advertise-peer-urls",
-                f"http://127.0.0.1:{self.peer_port}",
+                self.peer_url,
                 "--initial-cluster",
                 self.initial_cluster,
                 "--initial-cluster-state",

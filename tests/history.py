@@ -128,3 +128,128 @@ def load_holds(path: Path, name: str = "") -> list[Hold]:
             end = r["end"] if r.get("valid_until") is None else min(r["end"], r["valid_until"])
             holds.append(Hold(r["member"], r.get("name", name), r["start"], end, r.get("token")))
     return holds
+
+
+# -- nemesis histories (tests/nemesis.py): holds, writes, losses and hangs from the clients' own records ------------
+
+
+@dataclass(frozen=True)
+class Write:
+    client: str
+    name: str
+    store: str
+    start: float
+    end: float
+    token: int | None
+    ok: bool
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """The lock key created at revision ``token`` was deleted; ``at`` is when the observer heard of it (after
+    the server did it, so a check against it is lenient by the observer's lag, never strict)."""
+
+    name: str
+    token: int
+    at: float
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # "overlap" | "token-order" | "stale-write" | "late-loss" | "hang" | "no-recovery"
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.detail}"
+
+
+def nemesis_holds(records: Iterable[dict]) -> tuple[list[Hold], dict[tuple[str, str, int | None], float]]:
+    """Holds of every client (a client is one thread), and for each hold the moment its release was called.
+
+    A hold runs from the acquire's return to the release's call, or to ``valid_until`` when the client's own
+    lease deadline ran out first: past that moment the client itself answers "not held". Returns the holds and
+    ``released[(client, name, token)]`` = when the release was called (absent: never released).
+    """
+    ops = []
+    for r in records:
+        if r["op"] in ("acquire", "release") and not (r["op"] == "acquire" and r.get("error")):
+            ops.append(
+                Op(
+                    r["client"],
+                    r["op"],
+                    r["start"],
+                    r["end"],
+                    r.get("token"),
+                    r["name"],
+                    bool(r.get("ok")),
+                    r.get("valid_until"),
+                )
+            )
+    released = {(r["client"], r["name"], r.get("token")): r["start"] for r in records if r["op"] == "release"}
+    return holds_from_ops(ops), released
+
+
+def stale_writes(writes: Iterable[Write]) -> list[Finding]:
+    """Accepted writes whose token is lower than one already accepted on that resource before they were sent."""
+    findings = []
+    by_resource: dict[tuple[str, str], list[Write]] = defaultdict(list)
+    for w in writes:
+        if w.ok and w.token is not None:
+            by_resource[(w.store, w.name)].append(w)
+    for (store, name), group in by_resource.items():
+        by_end = sorted(group, key=lambda w: w.end)
+        done, highest = 0, None
+        for w in sorted(group, key=lambda w: w.start):
+            while done < len(by_end) and by_end[done].end < w.start:
+                if highest is None or by_end[done].token > highest.token:
+                    highest = by_end[done]
+                done += 1
+            if highest is not None and w.token < highest.token:
+                findings.append(
+                    Finding(
+                        "stale-write",
+                        f"{store} {name}: {w.client} wrote with token {w.token} at {w.start:.3f}, "
+                        f"after {highest.client}'s write with token {highest.token} acknowledged at {highest.end:.3f}",
+                    )
+                )
+    return findings
+
+
+def late_losses(
+    holds: Iterable[Hold], released: dict[tuple[str, str, int | None], float], deletions: Iterable[Deletion]
+) -> tuple[list[Finding], list[float]]:
+    """Holds whose key the server deleted (lease expired) while the client still believed it held the lock.
+
+    Returns the findings and, for every hold the server ended (not the client's own release), the lead time:
+    how long before the deletion the client stopped believing (positive is right).
+    """
+    gone = {(d.name, d.token): d.at for d in deletions}
+    findings, leads = [], []
+    for h in holds:
+        at = gone.get((h.name, h.token)) if h.token is not None else None
+        if at is None or released.get((h.process, h.name, h.token), float("inf")) <= at:
+            continue  # still held at the end, or freed by the client's own release
+        leads.append(at - h.end)
+        if h.end > at:
+            findings.append(
+                Finding(
+                    "late-loss",
+                    f"{h.name}: {h.process} (token {h.token}) believed it held until {h.end:.3f}, "
+                    f"but the server deleted its key at {at:.3f}",
+                )
+            )
+    return findings, leads
+
+
+def successor_leads(holds: Iterable[Hold], released: dict[tuple[str, str, int | None], float]) -> list[float]:
+    """For each hold that ended by loss (not release), the time from its end to the next holder's start."""
+    by_name: dict[str, list[Hold]] = defaultdict(list)
+    for h in holds:
+        by_name[h.name].append(h)
+    leads = []
+    for group in by_name.values():
+        group.sort(key=lambda h: h.start)
+        for a, b in zip(group, group[1:], strict=False):
+            if a.end < released.get((a.process, a.name, a.token), float("inf")):
+                leads.append(b.start - a.end)
+    return leads

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,11 @@ REPO = Path(__file__).resolve().parents[1]
 class ChildProcess:
     """A Python child of the tests (run from the repo root) whose JSON stdout lines arrive as events on a queue."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, launcher: Sequence[str] = ()) -> None:
+        """``launcher``: an argv prefix that runs the child elsewhere, e.g. on a test host (tests/netns.py)."""
         env = dict(os.environ, PYTHONPATH=str(REPO))
         self.proc = subprocess.Popen(
-            [sys.executable, *args],
+            [*launcher, sys.executable, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
