@@ -42,6 +42,7 @@ def _refused(kind: str, resource_id: str, result: status.Result, wanted: str) ->
         status.CONFLICT: f"is {result.current!r}, not {wanted}",
         status.FENCED: "was written by a newer lock holder (higher fencing token)",
         status.NOT_OWNER: "cannot be written: the fencing lock is no longer held",
+        status.EPOCH: "was fenced by another lifetime of the etcd cluster (see `lockd epoch adopt`)",
     }.get(result.reason or "", f"refused ({result.reason})")
     return TransitionConflict(f"{kind} {resource_id} {why}", current=result.current, reason=result.reason)
 

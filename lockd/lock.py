@@ -17,6 +17,9 @@ Acquire:
      fast path, or a stock tooz client), watch the lock key.
   3. Take: one txn "lock key absent, no older queue key, our queue key still there" -> put the lock key.
      On failure the same txn returns fresh state and we go back to 2.
+  4. Before saying "held", the session's lease deadline must still be ahead: a take whose answer arrived
+     after it (the process frozen between send and answer) was made on a lease that is being revoked, and
+     another client may hold the lock already. That take is dropped and the acquire goes on, on a new session.
 Release: one txn deletes the lock key (if its create_revision is still our token) and our queue entry.
   The next waiter has been watching that entry since it queued, so a handoff is: release txn, one watch
   event, one take txn. A releasing worker that asks again finds the queue non-empty and queues at the back:
@@ -33,6 +36,10 @@ take may succeed without us seeing the answer. Queue keys are named by session l
 txn that finds the lock key holding our id knows it is ours. A repeated release whose first send landed
 fails its compare; it was ours when no force-break of our token is recorded and our lease is still confirmed
 (nothing else deletes a lockd holder's key while its lease lives: see lockd.force_break).
+
+Epoch: tokens are comparable only within one lifetime of the cluster's data (a rebuilt cluster starts its
+revisions again); the session learns the cluster's epoch and lock objects carry it beside the token
+(lockd.epoch).
 
 Token: the fencing token of the latest acquisition stays on the object after the lock is lost (lease run
 out, broken) and is cleared only by ``release()``. A holder that was paused past its lease and then writes
@@ -242,7 +249,13 @@ class Mutex:
             session = self._sessions()
             try:
                 if self._acquire_on(session, deadline, try_once):
-                    return True
+                    if session.alive():
+                        return True
+                    # The take landed, but its answer came back after the lease deadline (the process was
+                    # frozen, or etcd's answers were held up): the session is lost, its lease revoked, and
+                    # someone else may hold the lock by now. Not a hold; try again on a new session.
+                    LOG.warning("lock %r was taken on a session lost before the answer came; again", self.name)
+                    self._forget()
             except SessionExpired:
                 LOG.warning("session lost while waiting for %r; queueing again on a new session", self.name)
             if deadline is not None and time.monotonic() >= deadline:

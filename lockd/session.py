@@ -17,6 +17,10 @@ What this does not guarantee: a process paused (SIGSTOP, GC, VM freeze) past its
 until it runs again, and by then another process may hold its lock. Only the fencing token, checked by the
 resource being written, stops that process's writes (see lockd.status).
 
+The txn that announces the member also reads the cluster's lockd epoch (creating it on a fresh cluster): the
+identity of this lifetime of the cluster's revisions, which a lock's fencing token is only comparable within
+(see lockd.epoch).
+
 ``close()`` revokes the lease, so others get its locks at once. ``abandon()`` stops refreshing and lets the
 lease run out, as a crashed process would (tests use it). Live sessions are closed at interpreter exit.
 """
@@ -35,6 +39,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from lockd import epoch
 from lockd.errors import BackendError
 from lockd.etcd import keys
 from lockd.etcd.client import EtcdClient, op_delete, op_put
@@ -60,6 +65,7 @@ class Session:
         self.lease_id, self.ttl = client.lease_grant(max(lease_ttl, 1.0))
         self.confirmed_until = time.monotonic() + self.ttl
         self.started_at = time.time()
+        self.epoch = ""  # the cluster's lockd epoch (lockd.epoch), learnt by _announce
         try:
             self._announce()
         except BackendError:
@@ -71,17 +77,18 @@ class Session:
         _install_exit_hooks()
 
     def _announce(self) -> None:
-        """Write the member record the admin API lists; it lives and dies with the lease."""
+        """Write the member record the admin API lists (it lives and dies with the lease), and learn the
+        cluster's epoch in the same txn, creating it on a cluster that has none (lockd.epoch)."""
         record = {
             "member": self.member,
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "started_at": self.started_at,
         }
-        self.client.call(
-            "kv/put",
-            op_put(keys.member_key(self.member), json.dumps(record).encode(), self.lease_id)["request_put"],
-        )
+        put = op_put(keys.member_key(self.member), json.dumps(record).encode(), self.lease_id)
+        creation = epoch.Creation.new(self.member)
+        result = self.client.txn(creation.compare, [*creation.success, put], [*creation.failure, put])
+        self.epoch = creation.outcome(result)
 
     # -- state ----------------------------------------------------------------------------------------------
 

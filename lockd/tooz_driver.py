@@ -47,6 +47,12 @@ class LockdLock(locking.Lock):
         return self._mutex.token
 
     @property
+    def epoch(self) -> str | None:
+        """The etcd cluster lifetime ``token`` belongs to (lockd.epoch): stores compare tokens only within one."""
+        session = self._mutex.session
+        return session.epoch if session is not None and self._mutex.token is not None else None
+
+    @property
     def key(self) -> bytes:
         """The etcd key this lock holds (``/tooz/locks`` + name): fencing compares its create_revision."""
         return self._mutex.key

@@ -6,6 +6,7 @@
 set -euo pipefail
 need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)  # snapshot save/restore in the epoch tests
 python3 -c "import ensurepip" >/dev/null 2>&1 || need+=(python3-venv)
 [ -x /usr/sbin/ocf-tester ] || command -v ocf-tester >/dev/null 2>&1 || need+=(resource-agents)
 command -v xmllint >/dev/null 2>&1 || need+=(libxml2-utils)  # ocf-tester validates meta-data with it

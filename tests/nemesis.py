@@ -329,16 +329,18 @@ def judge(
 
 
 def hangs(records: list[dict[str, Any]], faults: list[Fault], s: Settings) -> list[history.Finding]:
-    """Calls that ran past their bound: a blocking acquire's wait plus one request to each member (the one in
-    flight at the deadline may have to fail over), plus a second; a release or write, the requests alone.
+    """Calls that ran past their bound. A call may wait (an acquire's ``blocking``) and then make at most two
+    requests whose answers it needs (the one in flight at the deadline and the queue cleanup; a write's read
+    and its compare-and-set or ownership check; a release and, if repeated, its audit read), and each request
+    may try every member for the client's per-request timeout: bound = wait + 2 x members x timeout + 1 s.
     Calls that spanned a freeze of their own host are not counted (the process was stopped)."""
     frozen = [(f.target, f.start, f.end) for f in faults if f.kind == "freeze-host"]
-    per_request = s.request_timeout * len(MEMBERS) + 1.0
+    requests = 2 * s.request_timeout * len(MEMBERS) + 1.0
     findings = []
     for r in records:
         if r["op"] not in ("acquire", "release", "write"):
             continue
-        bound = per_request + (s.acquire_timeout if r["op"] == "acquire" else 0.0)
+        bound = requests + (s.acquire_timeout if r["op"] == "acquire" else 0.0)
         took = r["end"] - r["start"]
         host = r["process"].split("-", 1)[0]
         if took > bound and not any(h == host and a < r["end"] and r["start"] < b for h, a, b in frozen):

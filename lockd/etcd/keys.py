@@ -15,6 +15,9 @@ QUEUE_PREFIX = LOCKD_PREFIX + b"queue/"
 MEMBER_PREFIX = LOCKD_PREFIX + b"members/"
 STATUS_PREFIX = LOCKD_PREFIX + b"status/"
 AUDIT_PREFIX = LOCKD_PREFIX + b"audit/"
+EPOCH_KEY = LOCKD_PREFIX + b"epoch"  # the cluster's current epoch (lockd.epoch)
+EPOCH_HISTORY_PREFIX = LOCKD_PREFIX + b"epochs/"  # every epoch it had, by id
+EPOCH_ADOPTION_PREFIX = LOCKD_PREFIX + b"epoch-adoptions/"  # status records moved to a new epoch, by time
 
 MAX_NAME_LENGTH = 512
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from lockd.status.model import CONFLICT, FENCED, HISTORY_KEEP, NOT_OWNER, Result, StatusStore
+from lockd.status.model import CONFLICT, EPOCH, FENCED, HISTORY_KEEP, NOT_OWNER, Result, StatusStore
 from lockd.status.store import default_store, open_store
 
 __all__ = [
     "CONFLICT",
+    "EPOCH",
     "FENCED",
     "HISTORY_KEEP",
     "NOT_OWNER",

@@ -3,17 +3,21 @@
 Theory of operation
 -------------------
 Key: ``/lockd/status/<kind>/<id>`` (lockd.etcd.keys.status_key, both parts percent-quoted). Value: JSON
-``{"status": S, "fence": T, "history": [...], "write": W}`` where ``fence`` is the highest fencing token any
-write to this resource carried, ``history`` the last HISTORY_KEEP transitions (so one put changes all of them
-at once) and ``write`` a random id of the compare_and_set call that wrote it.
+``{"status": S, "fence": T, "epoch": E, "history": [...], "write": W}`` where ``fence`` is the highest fencing
+token any write to this resource carried, ``epoch`` the lifetime of the lock cluster it came from
+(lockd.epoch), ``history`` the last HISTORY_KEEP transitions (so one put changes all of them at once) and
+``write`` a random id of the compare_and_set call that wrote it.
 
 compare_and_set:
   1. Read the key (value + mod_revision). If its status is not in ``expected``, answer CONFLICT; if the
-     caller's token is below ``fence``, answer FENCED. No write happens.
-  2. One txn: compare the key's mod_revision with what we read (0 = still absent) and, for a lock object,
-     compare the lock key's create_revision with the lock's token (the lock is still held by that
-     acquisition); then put the new value. On failure the same txn returns the key (and the lock key), so a
-     lost race costs no extra read: a NOT_OWNER answer, or back to the checks of step 1 with fresh data.
+     caller's token comes from another epoch than ``epoch``, answer EPOCH (``adopt_epoch`` is the way
+     through); if it is below ``fence``, answer FENCED. No write happens.
+  2. One txn: compare the key's mod_revision with what we read (0 = still absent) and, for a lock object of
+     this very cluster (its epoch is the cluster's), compare the lock key's create_revision with the lock's
+     token (the lock is still held by that acquisition); then put the new value. A lock of another cluster
+     (statuses kept apart from the locks) is asked ``is_still_owner()`` before, as the SQL store does. On
+     failure the same txn returns the key (and the lock key), so a lost race costs no extra read: a
+     NOT_OWNER answer, or back to the checks of step 1 with fresh data.
   A loser of a race: two round trips, since the winner's status is no longer in ``expected``; only a race
   among writes that all leave the status inside ``expected`` retries.
 
@@ -41,11 +45,13 @@ import uuid
 from collections.abc import Collection
 from typing import Any
 
+from lockd import epoch
 from lockd.errors import BackendError
 from lockd.etcd import keys
 from lockd.etcd.client import EtcdClient, KeyValue, cmp_create, cmp_mod, op_put, op_range
 from lockd.status.model import (
     CONFLICT,
+    EPOCH,
     FENCED,
     HISTORY_KEEP,
     NOT_OWNER,
@@ -93,6 +99,21 @@ def _status_of(kv: KeyValue | None) -> str | None:
     return None if record is None else record["status"]
 
 
+def _refusal(record: dict[str, Any] | None, fence: Fence) -> str | None:
+    """EPOCH for a token of another cluster lifetime than the record's, FENCED for one below its highest."""
+    recorded = (record or {}).get("epoch")
+    if fence.epoch and recorded and fence.epoch != recorded:
+        return EPOCH
+    if fence.token < ((record or {}).get("fence") or 0):
+        return FENCED
+    return None
+
+
+def _still_owner(fence: Fence) -> bool:
+    check = getattr(fence.lock, "is_still_owner", None)
+    return bool(check()) if callable(check) else True
+
+
 class EtcdStatusStore:
     """The default status store. ``owns_client``: close() also closes the client (else the caller's)."""
 
@@ -101,6 +122,16 @@ class EtcdStatusStore:
         self._owns_client = owns_client
         self._known: dict[bytes, KeyValue | None] = {}
         self._known_lock = threading.Lock()
+        self._epoch: str | None = None  # this cluster's lockd epoch, once read
+
+    def _local(self, fence: Fence) -> bool:
+        """Was the fence's lock taken on this cluster (so its key can be compared in our txn)?"""
+        if fence.key is None:
+            return False
+        if fence.epoch is None or fence.epoch == self._epoch:
+            return True
+        self._epoch = (epoch.current(self.client) or {}).get("epoch")  # first use, or the epoch was rotated
+        return fence.epoch == self._epoch
 
     def _remember(self, key: bytes, kv: KeyValue | None) -> KeyValue | None:
         with self._known_lock:
@@ -124,7 +155,7 @@ class EtcdStatusStore:
             return _UNKNOWN
         if (None if record is None else record["status"]) not in wanted:
             return _UNKNOWN
-        if fence is not None and fence.token < ((record or {}).get("fence") or 0):
+        if fence is not None and _refusal(record, fence):
             return _UNKNOWN
         return kv
 
@@ -161,7 +192,7 @@ class EtcdStatusStore:
         new = check_status(new, "new status")
         fenced = check_fence(fence)
         who = check_who(who)
-        if fenced is not None and fenced.token == 0:
+        if fenced is not None and (fenced.token == 0 or not (self._local(fenced) or _still_owner(fenced))):
             kv = self._read(key)
             return Result(False, _status_of(kv), kv.mod_revision if kv else 0, NOT_OWNER)
         guess = self._guess(key, wanted, fenced)
@@ -194,17 +225,19 @@ class EtcdStatusStore:
         revision = kv.mod_revision if kv is not None else 0
         if current not in wanted:
             return Result(False, current, revision, CONFLICT)
-        highest = (record or {}).get("fence") or 0
-        if fence is not None and fence.token < highest:
-            return Result(False, current, revision, FENCED)
+        refusal = _refusal(record, fence) if fence is not None else None
+        if refusal:
+            return Result(False, current, revision, refusal)
         history = list((record or {}).get("history", []))
         history.append(history_entry(who, round(time.time(), 3), current, new, fence.token if fence else None))
-        token = max(highest, fence.token if fence else 0) or None
-        record = {"status": new, "fence": token, "history": history[-HISTORY_KEEP:], "write": write_id}
+        token = max((record or {}).get("fence") or 0, fence.token if fence else 0) or None
+        epoch_ = (fence.epoch if fence is not None else None) or (record or {}).get("epoch")
+        record = {"status": new, "fence": token, "epoch": epoch_, "history": history[-HISTORY_KEEP:], "write": write_id}
         value = json.dumps(record, separators=(",", ":")).encode()
         compare = [cmp_mod(key, revision)]
         failure = [op_range(key)]
-        if fence is not None and fence.key is not None:
+        local = fence is not None and self._local(fence)
+        if local:
             compare.append(cmp_create(fence.key, fence.token))
             failure.append(op_range(fence.key, keys_only=True))
         result = self.client.txn(compare, [op_put(key, value)], failure)
@@ -215,11 +248,58 @@ class EtcdStatusStore:
         if result.repeated and fresh is not None and _write_id(fresh) == write_id:
             # Our own write: the client repeated the txn on another member after losing the first answer.
             return Result(True, new, fresh.mod_revision)
-        if fence is not None and fence.key is not None:
+        if local:
             lock = (result.kvs(1) or [None])[0]
             if lock is None or lock.create_revision != fence.token:
                 return Result(False, _status_of(fresh), fresh.mod_revision if fresh else 0, NOT_OWNER)
         return fresh
+
+    def adopt_epoch(self, epoch_: str, kind: str | None = None, id: str | None = None, who: str | None = None) -> int:
+        """Accept tokens of ``epoch_`` from now on for every resource (or one kind, or one resource) whose fence
+        came from another epoch; see SqlStatusStore.adopt_epoch. Each change is kept under
+        ``/lockd/epoch-adoptions/``. Returns how many resources changed."""
+        epoch_ = check_status(epoch_, "epoch")
+        who = check_who(who)
+        if kind is None:
+            prefix = keys.STATUS_PREFIX
+        elif id is None:
+            prefix = keys.status_key(check_resource(kind, "-")[0], "")
+        else:
+            prefix = keys.status_key(*check_resource(kind, id))
+        end = keys.range_end(prefix) if id is None else None
+        changed = 0
+        kvs, _ = self.client.range(prefix, end)
+        for kv in kvs:
+            while kv is not None:
+                record = _decode(kv)
+                old = (record or {}).get("epoch")
+                if record is None or old is None or old == epoch_:
+                    break
+                adoption = {
+                    "at": round(time.time(), 3),
+                    "who": who,
+                    "key": kv.key.decode("utf-8", "replace"),
+                    "old_epoch": old,
+                    "old_fence": record.get("fence"),
+                    "new_epoch": epoch_,
+                }
+                record.update(fence=None, epoch=epoch_)
+                audit = keys.EPOCH_ADOPTION_PREFIX + b"%020d" % time.time_ns()
+                result = self.client.txn(
+                    [cmp_mod(kv.key, kv.mod_revision)],
+                    [
+                        op_put(kv.key, json.dumps(record, separators=(",", ":")).encode()),
+                        op_put(audit, json.dumps(adoption).encode()),
+                    ],
+                    [op_range(kv.key)],
+                )
+                if result.succeeded:
+                    changed += 1
+                    with self._known_lock:
+                        self._known.pop(kv.key, None)
+                    break
+                kv = (result.kvs(0) or [None])[0]  # changed meanwhile: look again
+        return changed
 
     def close(self) -> None:
         if self._owns_client:

@@ -26,6 +26,7 @@ HISTORY_KEEP = 20
 CONFLICT = "conflict"  # the current status is not in expected
 FENCED = "fenced"  # a write with a higher fencing token already landed
 NOT_OWNER = "not_owner"  # the fencing lock is no longer held with that token
+EPOCH = "epoch"  # the token comes from another lifetime of the etcd cluster than the store's record (lockd.epoch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,11 +46,13 @@ class Result:
 
 @dataclasses.dataclass(frozen=True)
 class Fence:
-    """A normalised fence: the token, and when a lock object was given, the lock and its etcd key."""
+    """A normalised fence: the token, and when a lock object was given, the lock, its etcd key and the epoch
+    (lockd.epoch) of the cluster that issued the token. A bare integer token carries no epoch."""
 
     token: int
     lock: Any = None
     key: bytes | None = None
+    epoch: str | None = None
 
 
 @runtime_checkable
@@ -69,6 +72,10 @@ class StatusStore(Protocol):
     ) -> Result: ...
 
     def history(self, kind: str, id: str, limit: int = HISTORY_KEEP) -> list[dict[str, Any]]: ...
+
+    def adopt_epoch(self, epoch: str, kind: str | None = None, id: str | None = None, who: str | None = None) -> int:
+        """Accept tokens of ``epoch`` (lockd.epoch) for resources fenced under another; returns how many."""
+        ...
 
     def close(self) -> None: ...
 
@@ -145,7 +152,8 @@ def check_fence(fence: object) -> Fence | None:
         raise UsageError(f"fence lock has a non-integer token {token!r}")
     if key is not None and not isinstance(key, bytes):
         key = None
-    return Fence(token or 0, lock=fence, key=key)
+    epoch = getattr(fence, "epoch", None)
+    return Fence(token or 0, lock=fence, key=key, epoch=epoch if isinstance(epoch, str) and epoch else None)
 
 
 def history_entry(who: str, at: float, old: str | None, new: str, token: int | None) -> dict[str, Any]:

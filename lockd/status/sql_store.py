@@ -7,14 +7,19 @@ Tables:
   a mapped table            e.g. Cinder's ``volumes`` via ``?tables=volume:volumes``: its ``id`` and ``status``
                             columns (``id_column=``, ``status_column=`` to rename) are read and updated in place,
                             so the deployment keeps one source of truth. Rows are never deleted.
-  ``lockd_status_meta``     (kind, id, revision, fence): lockd's revision counter and the highest fencing token
-                            written, for every kind; a side table so a foreign table needs no new column.
+  ``lockd_status_meta``     (kind, id, revision, fence, epoch): lockd's revision counter, the highest fencing
+                            token written and the etcd epoch it came from (lockd.epoch), for every kind; a
+                            side table so a foreign table needs no new column.
+  ``lockd_epoch_adoptions`` (at, who, kind, id, old_epoch, old_fence, new_epoch): every ``adopt_epoch``.
   ``lockd_status_history``  (kind, id, revision, who, at, from, to, token): the last HISTORY_KEEP transitions.
 
 compare_and_set, in one transaction:
   1. ``SELECT status ... FOR UPDATE`` (row lock; SQLite: ``BEGIN IMMEDIATE`` takes the database write lock);
      a status outside ``expected`` answers CONFLICT.
-  2. ``SELECT revision, fence FROM lockd_status_meta ... FOR UPDATE``; a token below ``fence`` answers FENCED.
+  2. ``SELECT revision, fence, epoch FROM lockd_status_meta ... FOR UPDATE``; a token from another epoch than
+     the recorded one answers EPOCH (tokens of two cluster lifetimes are not comparable: see lockd.epoch;
+     ``adopt_epoch`` is the way through), a token below ``fence`` FENCED. A bare integer token has no epoch
+     and is compared as it is.
   3. ``UPDATE <table> SET status = :new WHERE id = :id AND status IN (:expected)``, success when rowcount is 1
      (Cinder's conditional_update), or an INSERT when the resource was absent and None was expected.
   4. Bump the meta row (revision + 1, fence = max), append history, trim it; commit.
@@ -42,6 +47,7 @@ from sqlalchemy.engine import URL, Connection, make_url
 from lockd.errors import BackendError, UsageError
 from lockd.status.model import (
     CONFLICT,
+    EPOCH,
     FENCED,
     HISTORY_KEEP,
     MAX_FIELD_LENGTH,
@@ -78,6 +84,18 @@ META_TABLE = sa.Table(
     sa.Column("id", _text, primary_key=True),
     sa.Column("revision", sa.BigInteger, nullable=False),
     sa.Column("fence", sa.BigInteger, nullable=True),
+    sa.Column("epoch", sa.String(64), nullable=True),
+)
+ADOPTIONS_TABLE = sa.Table(
+    "lockd_epoch_adoptions",
+    _metadata,
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("who", _text, nullable=False),
+    sa.Column("kind", _text, nullable=False),
+    sa.Column("id", _text, nullable=False),
+    sa.Column("old_epoch", sa.String(64), nullable=True),
+    sa.Column("old_fence", sa.BigInteger, nullable=True),
+    sa.Column("new_epoch", sa.String(64), nullable=False),
 )
 HISTORY_TABLE = sa.Table(
     "lockd_status_history",
@@ -231,36 +249,46 @@ class SqlStatusStore:
         for attempt in (0, 1, 2):
             try:
                 _metadata.create_all(self.engine, checkfirst=True)
+                self._add_epoch_column()
                 return
             except (exc.OperationalError, exc.ProgrammingError, exc.IntegrityError) as error:
                 if attempt == 2:
                     raise BackendError(f"cannot create lockd's status tables: {error.orig}") from error
                 time.sleep(0.1 * (attempt + 1))
 
+    def _add_epoch_column(self) -> None:
+        """Tables made before epochs existed lack ``lockd_status_meta.epoch``: add it (NULL = not yet known;
+        the next fenced write records its epoch)."""
+        columns = {c["name"] for c in sa.inspect(self.engine).get_columns(META_TABLE.name)}
+        if "epoch" not in columns:
+            with self.engine.begin() as conn:
+                conn.execute(sa.text(f"ALTER TABLE {META_TABLE.name} ADD COLUMN epoch VARCHAR(64)"))
+
     def _target(self, kind: str) -> _Target:
         return self._mapped.get(kind, self._own)
 
     # -- reads ------------------------------------------------------------------------------------------------
 
-    def _read(self, conn: Connection, kind: str, id: str, lock: bool) -> tuple[str | None, int, int]:
-        """(status or None, revision, fence) of one resource, row-locked when ``lock``."""
+    def _read(self, conn: Connection, kind: str, id: str, lock: bool) -> tuple[str | None, int, int, str | None]:
+        """(status or None, revision, fence, epoch) of one resource, row-locked when ``lock``."""
         target = self._target(kind)
         query = sa.select(target.status).select_from(target.table).where(target.where(kind, id))
-        meta = sa.select(META_TABLE.c.revision, META_TABLE.c.fence).where(
-            META_TABLE.c.kind == kind, META_TABLE.c.id == id
-        )
+        m = META_TABLE.c
+        meta = sa.select(m.revision, m.fence, m.epoch).where(m.kind == kind, m.id == id)
         if lock:
             query, meta = query.with_for_update(), meta.with_for_update()
         status = conn.execute(query).scalar_one_or_none()
         row = conn.execute(meta).first()
-        return status, (row.revision if row else 0), ((row.fence or 0) if row else 0)
+        if row is None:
+            return status, 0, 0, None
+        return status, row.revision, row.fence or 0, row.epoch
 
     def get_record(self, kind: str, id: str) -> tuple[str, int] | None:
         """(status, lockd revision) of the resource, None if it has no row. The revision is 0 for a row
         whose status only others have written."""
         kind, id = check_resource(kind, id)
         with self._connect() as conn:
-            status, revision, _ = self._read(conn, kind, id, lock=False)
+            status, revision, _, _ = self._read(conn, kind, id, lock=False)
         return None if status is None else (status, revision)
 
     def history(self, kind: str, id: str, limit: int = HISTORY_KEEP) -> list[dict[str, Any]]:
@@ -342,9 +370,11 @@ class SqlStatusStore:
         who: str,
     ) -> Result | None:
         """Steps 1-4 of the module doc inside the caller's transaction; None = lost a race, roll back and retry."""
-        current, revision, highest = self._read(conn, kind, id, lock=True)
+        current, revision, highest, epoch = self._read(conn, kind, id, lock=True)
         if current not in wanted:
             return Result(False, current, revision, CONFLICT)
+        if fence is not None and fence.epoch and epoch and fence.epoch != epoch:
+            return Result(False, current, revision, EPOCH)
         if fence is not None and fence.token < highest:
             return Result(False, current, revision, FENCED)
         target = self._target(kind)
@@ -361,7 +391,11 @@ class SqlStatusStore:
                 return None
         token = fence.token if fence is not None else None
         revision += 1
-        meta = {"revision": revision, "fence": max(highest, token or 0) or None}
+        meta = {
+            "revision": revision,
+            "fence": max(highest, token or 0) or None,
+            "epoch": (fence.epoch if fence is not None and fence.epoch else None) or epoch,
+        }
         m = META_TABLE.c
         if revision == 1:
             conn.execute(sa.insert(META_TABLE).values(kind=kind, id=id, **meta))
@@ -372,6 +406,42 @@ class SqlStatusStore:
         conn.execute(sa.insert(HISTORY_TABLE).values(kind=kind, id=id, revision=revision, **entry))
         conn.execute(sa.delete(HISTORY_TABLE).where(h.kind == kind, h.id == id, h.revision <= revision - HISTORY_KEEP))
         return Result(True, new, revision)
+
+    # -- epochs ------------------------------------------------------------------------------------------------
+
+    def adopt_epoch(self, epoch: str, kind: str | None = None, id: str | None = None, who: str | None = None) -> int:
+        """Accept tokens of ``epoch`` from now on for every resource (or one kind, or one resource) whose fence
+        came from another epoch: its recorded token is dropped, so the new cluster's tokens start afresh.
+        Each change is kept in ``lockd_epoch_adoptions``. Returns how many resources changed.
+
+        Run it only when the old cluster is gone for good (lockd.epoch says why this is not automatic).
+        """
+        epoch = check_status(epoch, "epoch")
+        who = check_who(who)
+        m = META_TABLE.c
+        where = [m.epoch.is_not(None), m.epoch != epoch]
+        if kind is not None:
+            where.append(m.kind == check_resource(kind, id or "-")[0])
+        if id is not None:
+            where.append(m.id == check_resource(kind or "-", id)[1])
+        with self._connect() as conn, conn.begin():
+            rows = conn.execute(sa.select(m.kind, m.id, m.epoch, m.fence).where(*where).with_for_update()).all()
+            for row in rows:
+                conn.execute(
+                    sa.update(META_TABLE).where(m.kind == row.kind, m.id == row.id).values(fence=None, epoch=epoch)
+                )
+                conn.execute(
+                    sa.insert(ADOPTIONS_TABLE).values(
+                        at=round(time.time(), 3),
+                        who=who,
+                        kind=row.kind,
+                        id=row.id,
+                        old_epoch=row.epoch,
+                        old_fence=row.fence,
+                        new_epoch=epoch,
+                    )
+                )
+        return len(rows)
 
     def _connect(self) -> Connection:
         try:

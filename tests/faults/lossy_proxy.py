@@ -4,6 +4,8 @@ This makes an *ambiguous* write deterministic: the request reaches etcd and comm
 proxy drops the answer. ``hang`` keeps the client's connection open and silent (the client times out, as with
 a server slower than the client's timeout); ``reset`` closes it with a TCP reset (the client sees the
 connection die after sending). The lost answers are kept so a test can check that the write did commit.
+``stall_next`` instead holds back every answer on every connection for a while once the chosen request has gone
+upstream, then delivers them all: the client sees what a process frozen right after sending would see.
 Everything else is forwarded byte for byte, streaming watches included.
 """
 
@@ -13,6 +15,7 @@ import json
 import socket
 import struct
 import threading
+import time
 
 
 class LossyProxy:
@@ -24,6 +27,8 @@ class LossyProxy:
         self._marker: bytes | None = None
         self._path = b""
         self._mode = "hang"
+        self._stall = 0.0  # seconds to hold answers back once the marked request is seen (stall_next)
+        self._stalled_until = 0.0  # monotonic
         self.lost: list[dict[str, object]] = []  # decoded etcd answers the client never saw
         self._sockets: list[socket.socket] = []
         self._closed = False
@@ -39,10 +44,19 @@ class LossyProxy:
         with self._lock:
             self._path, self._marker, self._mode = f"POST /v3/{path} ".encode(), marker, mode
 
+    def stall_next(self, path: str, marker: bytes, seconds: float) -> None:
+        """After the next ``POST /v3/<path>`` whose body contains ``marker``, hold every answer (on all
+        connections, keepalives included) for ``seconds``, then deliver them in order (once)."""
+        with self._lock:
+            self._path, self._marker, self._mode, self._stall = f"POST /v3/{path} ".encode(), marker, "stall", seconds
+
     def _claim(self, request: bytes) -> str | None:
         with self._lock:
             if self._marker is not None and request.startswith(self._path) and self._marker in request:
                 self._marker = None
+                if self._mode == "stall":
+                    self._stalled_until = time.monotonic() + self._stall
+                    return None
                 return self._mode
         return None
 
@@ -87,6 +101,7 @@ class LossyProxy:
         try:
             while data := upstream.recv(65536):
                 if not losing.is_set():
+                    time.sleep(max(0.0, self._stalled_until - time.monotonic()))
                     client.sendall(data)
                     continue
                 buffered += data
