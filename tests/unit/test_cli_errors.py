@@ -21,6 +21,11 @@ from tests.etcd_process import free_port
         (["no-such-command"], 2),
         (["locks", "--url", f"http://127.0.0.1:{free_port()}"], 1),
         (["break", "x" * 600, "--url", f"http://127.0.0.1:{free_port()}"], 2),
+        (["epoch"], 2),
+        (["epoch", "show", "--backend-url", ""], 2),
+        (["epoch", "adopt", "--backend-url", "lockd+etcd3+http://127.0.0.1:1", "--id", "v1"], 2),
+        (["epoch", "show", "--backend-url", "ftp://nowhere"], 2),
+        (["epoch", "show", "--backend-url", f"lockd+etcd3+http://127.0.0.1:{free_port()}?timeout=1"], 1),
     ],
 )
 def test_failures_print_one_line(args: list[str], code: int) -> None:
