@@ -11,7 +11,10 @@ when it handles the refresh, which is after we sent it; a leader change only eve
 ``confirmed_until = t + ttl`` is a deadline the client can trust without asking etcd. When it passes without a
 newer confirmation, or etcd answers that the lease is gone, the session is **lost**: open watches are aborted,
 listeners run, then the ``lost`` event is set (so whoever waits on it sees the listeners' effects). Because
-lock checks compare against ``confirmed_until`` directly, they turn False on time even if this thread starves.
+lock checks compare against ``confirmed_until`` directly, they turn False on time even if no thread runs.
+A second thread sleeps until the deadline and declares the loss there, so listeners hear of it at the deadline
+even while the keepalive thread is still inside a request to an unreachable member (the nemesis saw a listener
+run 0.34 s after the deadline, after another client had taken the lock, when that thread alone did it).
 
 What this does not guarantee: a process paused (SIGSTOP, GC, VM freeze) past its TTL cannot notice anything
 until it runs again, and by then another process may hold its lock. Only the fencing token, checked by the
@@ -73,6 +76,7 @@ class Session:
             raise
         self._thread = threading.Thread(target=self._keep_alive, name=f"lockd-keepalive-{self.lease_id:x}", daemon=True)
         self._thread.start()
+        threading.Thread(target=self._watch_deadline, name=f"lockd-deadline-{self.lease_id:x}", daemon=True).start()
         _LIVE.add(self)
         _install_exit_hooks()
 
@@ -102,7 +106,7 @@ class Session:
         return True
 
     def add_listener(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` (in the keepalive thread) when the session is lost; at once if it already is."""
+        """Run ``callback`` (in a session thread) when the session is lost; at once if it already is."""
         with self._mutex:
             if not self._ended:
                 self._listeners.append(callback)
@@ -140,6 +144,12 @@ class Session:
                 return
             self._flush_deferred()
 
+    def _watch_deadline(self) -> None:
+        """Sleep until the current deadline; a refresh meanwhile only moves it later, so wake and look again."""
+        while not self._stop.wait(max(0.0, self.confirmed_until - time.monotonic())):
+            if not self.alive():  # past the deadline: alive() declared the loss and ran the listeners
+                return
+
     def _refresh(self) -> bool:
         """Refresh until confirmed or the deadline passes; False once the session is lost or stopped."""
         while not self._stop.is_set():
@@ -158,7 +168,10 @@ class Session:
             if ttl <= 0:
                 self._mark_lost("etcd says the lease no longer exists")
                 return False
-            self.confirmed_until = sent + ttl
+            with self._mutex:
+                if self._ended:  # declared lost while this answer was on its way: the loss stands
+                    return False
+                self.confirmed_until = sent + ttl
             return True
         return False
 
@@ -178,6 +191,7 @@ class Session:
             if self._ended:
                 return
             self._ended = True  # from here alive() is False; ``lost`` is set once the listeners have run
+            self.confirmed_until = min(self.confirmed_until, time.monotonic())  # confirmed no longer than this
             listeners, self._listeners = self._listeners, []
         LOG.error("lockd session lease %x lost: %s; its locks are no longer held", self.lease_id, reason)
         self._stop.set()

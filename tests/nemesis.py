@@ -313,6 +313,8 @@ def judge(
     findings += no_recovery(mine, healed_at)
     acquired = [r for r in mine if r["op"] == "acquire" and r.get("ok")]
     lost = [r for r in mine if r["op"] == "lost"]
+    late_notices, notice_leads, frozen_notices = notices(lost, acquired, faults)
+    findings += late_notices
     return {
         "findings": [str(f) for f in findings],
         "violations": Counter(f.kind for f in findings),
@@ -322,10 +324,46 @@ def judge(
             f"{r['store']} {'accepted' if r['ok'] else r.get('reason') or 'error'}" for r in mine if r["op"] == "write"
         ),
         "lost_notices": len(lost),
+        "notice_lead_before_successor_s": spread(notice_leads),
+        "notices_after_a_freeze": frozen_notices,
         "lead_before_server_s": spread(server_leads),
         "lead_before_successor_s": spread(history.successor_leads(holds, released)),
         "per_fault": per_fault(acquired, faults),
     }
+
+
+def notices(
+    lost: list[dict[str, Any]], acquired: list[dict[str, Any]], faults: list[Fault]
+) -> tuple[list[history.Finding], list[float], int]:
+    """When each "lost" notice (the on_lost callback) came, against the next holder's acquisition.
+
+    A notice after the successor took the lock is a finding, unless the holder's host was frozen in between:
+    a stopped process hears nothing until it runs again (its lock already answered "not held" from the
+    deadline on, which the holds check). Returns the findings, the leads of the others, and how many notices
+    came out of a freeze."""
+    findings, leads, frozen = [], [], 0
+    for notice in lost:
+        later = [a for a in acquired if a["name"] == notice["name"] and (a.get("token") or 0) > notice["token"]]
+        if not later:
+            continue
+        successor = min(later, key=lambda a: a["token"])
+        host = notice["process"].split("-", 1)[0]
+        if any(
+            f.kind == "freeze-host" and f.target == host and f.start < notice["at"] and f.end > successor["end"] - 30
+            for f in faults
+        ):
+            frozen += 1
+            continue
+        leads.append(successor["end"] - notice["at"])
+        if leads[-1] < 0:
+            findings.append(
+                history.Finding(
+                    "late-notice",
+                    f"{notice['client']} heard of its lost lock {notice['name']} (token {notice['token']}) "
+                    f"{-leads[-1]:.3f}s after {successor['client']} took it",
+                )
+            )
+    return findings, leads, frozen
 
 
 def hangs(records: list[dict[str, Any]], faults: list[Fault], s: Settings) -> list[history.Finding]:
@@ -428,6 +466,10 @@ def summary(report: dict[str, Any]) -> str:
         )
         lines.append(f"  lead before server deletion: {j['lead_before_server_s']}")
         lines.append(f"  lead before successor: {j['lead_before_successor_s']}")
+        lines.append(
+            f"  notice lead before successor: {j['notice_lead_before_successor_s']} "
+            f"(+{j['notices_after_a_freeze']} after a freeze)"
+        )
         for kind, row in sorted(j["per_fault"].items()):
             lines.append(
                 f"  {kind:16} {row['seconds']:6.1f} s  {row['per_second']:6.1f} acq/s  "
