@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lockd.api.backend import Backend, NotFound, NotHeld
+from lockd.api.browser_guard import BrowserGuard
 from lockd.api.routers import audit, health, locks, members, metrics, status
 from lockd.config import Settings
 from lockd.errors import BackendError, TransitionConflict, UsageError
@@ -47,7 +48,9 @@ def create_app(settings: Settings) -> FastAPI:
         title="lockd admin API",
         version=VERSION,
         description="Who holds which lock, force-release of stale locks, resource statuses. "
-        "Mutations need `Authorization: Bearer <admin token>` when a token is configured.",
+        "Mutations always need `Authorization: Bearer <admin token>` (`lockd serve` makes one in its state "
+        "directory when none is configured). Requests whose Host header is not one this server answers for "
+        "get a 400.",
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -55,13 +58,10 @@ def create_app(settings: Settings) -> FastAPI:
     for module in (health, locks, members, status, audit, metrics):
         app.include_router(module.router)
     _install_error_mapping(app)
+    app.add_middleware(BrowserGuard, settings=settings)  # before any route; refusals are still counted below
     app.add_middleware(_CountRequests, metrics=app.state.metrics)
-    if settings.mutations_refused:
-        LOG.warning(
-            "the admin API listens on %s with no admin token: force-break and status transitions are refused "
-            "(set [lockd] admin_token or admin_token_file)",
-            settings.host,
-        )
+    if settings.admin_token is None:
+        LOG.warning("the admin API has no admin token: force-break and status transitions are refused")
     return app
 
 
