@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,6 +24,8 @@ from lockd.api.backend import Backend, NotFound, NotHeld
 from lockd.api.browser_guard import BrowserGuard
 from lockd.api.routers import audit, health, locks, members, metrics, status
 from lockd.config import Settings
+from lockd.console import STATIC_DIR
+from lockd.console import router as console_router
 from lockd.errors import BackendError, TransitionConflict, UsageError
 from lockd.metrics import Metrics
 
@@ -57,6 +60,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = Metrics()
     for module in (health, locks, members, status, audit, metrics):
         app.include_router(module.router)
+    app.include_router(console_router)
+    app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="console-static")
     _install_error_mapping(app)
     app.add_middleware(BrowserGuard, settings=settings)  # before any route; refusals are still counted below
     app.add_middleware(_CountRequests, metrics=app.state.metrics)
