@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,7 +30,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from api_load import Holder, cpu_seconds, free_port, wait_until  # noqa: E402
+from api_load import Holder, cpu_seconds, free_port, start_sidecar, wait_until  # noqa: E402
 
 from lockd.console.pages import POLL_SECONDS  # noqa: E402
 from lockd.embedded import EmbeddedEtcd  # noqa: E402
@@ -91,12 +90,7 @@ def main() -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(work / "serve.log", "wb")
-    sidecar = subprocess.Popen(
-        [sys.executable, "-m", "lockd.cli.main", "serve", "--backend-url", backend_url, "--port", str(port)]
-        + ["--log-level", "warning", "--state-dir", str(work / "serve")],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    sidecar = start_sidecar(backend_url, port, work / "serve", log)
     holder = driver = None
     rows: list[tuple[str, str]] = []
     try:

@@ -37,12 +37,6 @@ def server(etcd: EtcdMember) -> Iterator[ApiServer]:
         yield srv
 
 
-@pytest.fixture
-def http(server: ApiServer) -> Iterator[httpx.Client]:
-    with server.client() as client:
-        yield client
-
-
 def _held(http: httpx.Client, name: str) -> bool:
     return http.get(f"/v1/locks/{name}").status_code == 200
 

@@ -33,12 +33,6 @@ def server(etcd: EtcdMember) -> Iterator[ApiServer]:
         yield srv
 
 
-@pytest.fixture
-def http(server: ApiServer) -> Iterator[httpx.Client]:
-    with server.client() as client:
-        yield client
-
-
 def _listed(http: httpx.Client, prefix: str) -> str:
     return http.get("/", params={"prefix": prefix}, headers=LIVE).text
 
