@@ -24,8 +24,6 @@ from lockd.api.backend import Backend, NotFound, NotHeld
 from lockd.api.browser_guard import BrowserGuard
 from lockd.api.routers import audit, health, locks, members, metrics, status
 from lockd.config import Settings
-from lockd.console import STATIC_DIR
-from lockd.console import router as console_router
 from lockd.errors import BackendError, TransitionConflict, UsageError
 from lockd.metrics import Metrics
 
@@ -60,8 +58,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = Metrics()
     for module in (health, locks, members, status, audit, metrics):
         app.include_router(module.router)
-    app.include_router(console_router)
-    app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="console-static")
+    from lockd.console import pages  # here, not at the top: the console's routes use lockd.api's dependencies
+
+    app.include_router(pages.router)
+    app.mount("/ui/static", StaticFiles(directory=pages.STATIC_DIR), name="console-static")
     _install_error_mapping(app)
     app.add_middleware(BrowserGuard, settings=settings)  # before any route; refusals are still counted below
     app.add_middleware(_CountRequests, metrics=app.state.metrics)
