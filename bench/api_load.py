@@ -29,6 +29,7 @@ import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import IO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -74,6 +75,16 @@ class Holder:
     def close(self) -> None:
         self.session.close()
         self.client.close()
+
+
+def start_sidecar(backend_url: str, port: int, state_dir: Path, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    """`lockd serve` as a subprocess on ``port``, its output in ``log`` (its CPU is then its own)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "lockd.cli.main", "serve", "--backend-url", backend_url, "--port", str(port)]
+        + ["--log-level", "warning", "--state-dir", str(state_dir)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def get_json(port: int, path: str) -> tuple[int, object]:
@@ -187,12 +198,7 @@ def main() -> int:
         backend_url = embedded.start()
     port = free_port()
     log = open(state / "serve.log", "wb")
-    sidecar = subprocess.Popen(
-        [sys.executable, "-m", "lockd.cli.main", "serve", "--backend-url", backend_url, "--port", str(port)]
-        + ["--log-level", "warning", "--state-dir", str(state / "serve")],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    sidecar = start_sidecar(backend_url, port, state / "serve", log)
     holder = None
     results: dict[str, object] = {"cores": os.cpu_count()}
     try:

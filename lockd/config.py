@@ -10,7 +10,6 @@ No backend at all means: start the embedded etcd (lockd.embedded).
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -29,8 +28,15 @@ LOCKD_OPTS = [
     cfg.FloatOpt("lease_ttl", min=1.0, help=f"session lease TTL in seconds (default {DEFAULT_LEASE_TTL:g})"),
     cfg.HostAddressOpt("host", default=DEFAULT_HOST, help="address the admin API listens on"),
     cfg.PortOpt("port", default=DEFAULT_PORT, help="port the admin API listens on"),
-    cfg.StrOpt("admin_token", secret=True, help="bearer token mutating API calls must present"),
+    cfg.StrOpt(
+        "admin_token", secret=True, help="bearer token mutating API calls must present (unset: made in state_dir)"
+    ),
     cfg.StrOpt("admin_token_file", help="file holding the admin token (first line)"),
+    cfg.ListOpt(
+        "allowed_hosts",
+        default=[],
+        help="more names the API answers for in the Host header (besides the bind address and localhost)",
+    ),
     cfg.StrOpt("state_dir", help="embedded etcd data and the announced backend URL (default: per user)"),
     cfg.StrOpt("status_url", help="status store: unset/etcd = the lock cluster, or a SQL URL"),
     cfg.StrOpt(
@@ -54,27 +60,17 @@ class Settings:
     port: int = DEFAULT_PORT
     admin_token: str | None = dataclasses.field(default=None, repr=False)
     state_dir: Path = dataclasses.field(default_factory=default_state_dir)
+    allowed_hosts: tuple[str, ...] = ()
     status_url: str | None = None
     log_level: str = "info"
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
 
-    @property
-    def loopback(self) -> bool:
-        """True when only this host can reach the API (then an unset token leaves mutations open)."""
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
-
-    @property
-    def mutations_refused(self) -> bool:
-        return self.admin_token is None and not self.loopback
-
     def with_backend(self, backend_url: str) -> Settings:
         return dataclasses.replace(self, backend_url=backend_url)
+
+    def with_admin_token(self, token: str) -> Settings:
+        return dataclasses.replace(self, admin_token=token)
 
 
 def lockd_backend_url(url: str) -> str:
@@ -141,6 +137,7 @@ def load_settings(config_files: Sequence[str] = (), overrides: Mapping[str, obje
         port=port,
         admin_token=token,
         state_dir=Path(str(values["state_dir"])) if values["state_dir"] else default_state_dir(),
+        allowed_hosts=tuple(str(name) for name in values["allowed_hosts"] or ()),  # type: ignore[attr-defined]
         status_url=str(values["status_url"]) if values["status_url"] else None,
         log_level=str(values["log_level"]).lower(),
         ssl_certfile=str(values["ssl_certfile"]) if values["ssl_certfile"] else None,

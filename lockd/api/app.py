@@ -16,10 +16,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lockd.api.backend import Backend, NotFound, NotHeld
+from lockd.api.browser_guard import BrowserGuard
 from lockd.api.routers import audit, health, locks, members, metrics, status
 from lockd.config import Settings
 from lockd.errors import BackendError, TransitionConflict, UsageError
@@ -47,21 +49,24 @@ def create_app(settings: Settings) -> FastAPI:
         title="lockd admin API",
         version=VERSION,
         description="Who holds which lock, force-release of stale locks, resource statuses. "
-        "Mutations need `Authorization: Bearer <admin token>` when a token is configured.",
+        "Mutations always need `Authorization: Bearer <admin token>` (`lockd serve` makes one in its state "
+        "directory when none is configured). Requests whose Host header is not one this server answers for "
+        "get a 400.",
         lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
     for module in (health, locks, members, status, audit, metrics):
         app.include_router(module.router)
+    from lockd.console import pages  # here, not at the top: the console's routes use lockd.api's dependencies
+
+    app.include_router(pages.router)
+    app.mount("/ui/static", StaticFiles(directory=pages.STATIC_DIR), name="console-static")
     _install_error_mapping(app)
+    app.add_middleware(BrowserGuard, settings=settings)  # before any route; refusals are still counted below
     app.add_middleware(_CountRequests, metrics=app.state.metrics)
-    if settings.mutations_refused:
-        LOG.warning(
-            "the admin API listens on %s with no admin token: force-break and status transitions are refused "
-            "(set [lockd] admin_token or admin_token_file)",
-            settings.host,
-        )
+    if settings.admin_token is None:
+        LOG.warning("the admin API has no admin token: force-break and status transitions are refused")
     return app
 
 

@@ -57,6 +57,7 @@ class Backend:
         self._session: Session | None = None
         self._status: StatusStore | None = None
         self._status_lock = threading.Lock()
+        self._recent_breaks: tuple[int, int, list[dict[str, Any]]] = (-1, 0, [])  # (audit revision, limit, records)
 
     def _lease_lost(self, member: str, locks: int) -> None:
         self.metrics.lease_losses.inc()
@@ -135,6 +136,16 @@ class Backend:
             if isinstance(data, dict):
                 out.append(data)
         return out
+
+    def recent_breaks(self, limit: int) -> list[dict[str, Any]]:
+        """The newest ``limit`` breaks, read from etcd only when the view saw the audit trail change (the console
+        asks every second; a break is rare)."""
+        seen, cached_limit, records = self._recent_breaks
+        revision = self.view.audit_revision
+        if seen != revision or cached_limit != limit:
+            records = self.audit(None, limit)
+            self._recent_breaks = (revision, limit, records)
+        return records
 
     # -- statuses -------------------------------------------------------------------------------------------
 

@@ -2,9 +2,11 @@
 
 Dependencies are ``async`` because they do no I/O: sync ones would each cost a thread-pool hop per request.
 
-Admin rights, in order: no token configured and a non-loopback bind -> every mutation is refused (403);
-a token configured -> ``Authorization: Bearer <token>`` is required (401 without, 403 wrong; compared in
-constant time); no token on a loopback bind -> allowed (only this host can connect).
+Admin rights: every mutation needs ``Authorization: Bearer <token>`` (401 without, 403 wrong; compared in
+constant time), whatever the bind address: a loopback bind does not mean only trusted callers, since any page
+in a browser on this host can send requests to 127.0.0.1. `lockd serve` always has a token (it makes one in
+its state directory when none is configured, lockd.admin_token); an app built without one refuses every
+mutation (403).
 """
 
 from __future__ import annotations
@@ -40,12 +42,8 @@ async def require_admin(
 ) -> str:
     """Who is asking (for the audit record), once allowed to mutate. Raises HTTPException 401/403."""
     client = request.client.host if request.client else "unknown"
-    if settings.mutations_refused:
-        raise HTTPException(
-            403, "mutations are disabled: the API listens beyond loopback and no admin token is configured"
-        )
     if settings.admin_token is None:
-        return f"{client} (no token, loopback)"
+        raise HTTPException(403, "mutations are disabled: this server has no admin token")
     if credentials is None:
         raise HTTPException(
             401, "an admin token is required: Authorization: Bearer <token>", {"WWW-Authenticate": "Bearer"}

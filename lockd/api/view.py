@@ -5,7 +5,8 @@ thread reads the three prefixes at one revision, then watches from the next revi
 change. The watch covers the single range ``[/lockd/, /tooz/locks\\xff)`` rather than one stream per prefix, so
 all changes arrive in etcd's revision order on one connection, and a lease expiry (the holder's lock key and
 its member record deleted in one revision) is seen as one batch: that is how lease losses are counted.
-Status and audit keys also fall in that range and are skipped.
+Status keys also fall in that range and are skipped; of audit keys (force-break records) only the revision
+of the latest is kept, so the console re-reads the audit trail only when it changed.
 
 After a broken stream the thread reads everything again (a full resync) and watches from there: events lost
 in between cannot matter, because the resync replaces the whole copy. While etcd cannot be read, ``check()``
@@ -14,6 +15,7 @@ raises BackendError, so the API answers 503 rather than serve a copy it cannot v
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import threading
@@ -45,6 +47,15 @@ class HeldLock:
 
 
 @dataclass(frozen=True)
+class QueuedWaiter:
+    """One lockd waiter's queue entry; queue order is ``revision`` (the entry's create_revision)."""
+
+    waiter: str
+    revision: int
+    lease: int
+
+
+@dataclass(frozen=True)
 class MemberRecord:
     member: str
     host: str | None
@@ -65,9 +76,11 @@ class LockView:
         self._on_lease_loss = on_lease_loss
         self._mutex = threading.Lock()
         self._locks: dict[str, HeldLock] = {}
-        self._queues: dict[str, set[bytes]] = {}
+        self._held_by: dict[str, int] = {}  # member -> locks it holds, kept with _locks (the console asks often)
+        self._queues: dict[str, dict[bytes, QueuedWaiter]] = {}
         self._members: dict[bytes, MemberRecord] = {}
         self.revision = 0
+        self.audit_revision = 0  # mod_revision of the latest audit record seen (0: none since the last read)
         self._error: str | None = "the lock view has not read etcd yet"
         self._synced = threading.Event()
         self._stop = threading.Event()
@@ -115,6 +128,27 @@ class LockView:
     def lock(self, name: str) -> HeldLock | None:
         return self._locks.get(name)
 
+    def held_longest(self, prefix: str, limit: int) -> tuple[int, list[HeldLock]]:
+        """(how many locks match ``prefix``, the ``limit`` of them held longest). The token orders acquisitions
+        of every name and every kind of holder (a later acquisition has a larger create_revision)."""
+        with self._mutex:
+            found = [lock for name, lock in self._locks.items() if name.startswith(prefix)]
+        return len(found), heapq.nsmallest(limit, found, key=lambda lock: lock.token)
+
+    def queue(self, name: str) -> list[QueuedWaiter]:
+        """The waiters of ``name`` in queue order (first = next to get it), the holder's own entry left out."""
+        with self._mutex:
+            entries = dict(self._queues.get(name, {}))
+            lock = self._locks.get(name)
+        if lock is not None and lock.holder.waiter:
+            entries.pop(keys.queue_key(name, lock.holder.waiter), None)
+        return sorted(entries.values(), key=lambda entry: entry.revision)
+
+    def member_of_lease(self, lease: int) -> MemberRecord | None:
+        """The member whose session lease is ``lease`` (lockd waiters and holders of one process share it)."""
+        with self._mutex:
+            return next((m for m in self._members.values() if m.lease == lease and lease), None)
+
     def waiters(self, name: str) -> int:
         with self._mutex:
             return self._waiters(name)
@@ -136,11 +170,16 @@ class LockView:
 
     def locks_by_member(self) -> dict[str, int]:
         with self._mutex:
-            counts: dict[str, int] = {}
-            for lock in self._locks.values():
-                if lock.holder.member is not None:
-                    counts[lock.holder.member] = counts.get(lock.holder.member, 0) + 1
-        return counts
+            return dict(self._held_by)
+
+    def _count(self, lock: HeldLock, step: int) -> None:
+        member = lock.holder.member
+        if member is not None:
+            left = self._held_by.get(member, 0) + step
+            if left > 0:
+                self._held_by[member] = left
+            else:
+                self._held_by.pop(member, None)
 
     def totals(self) -> tuple[int, int, int]:
         """(locks held, waiters queued, members) for the metrics."""
@@ -178,13 +217,16 @@ class LockView:
         queue_kvs, _ = self._range_all(keys.QUEUE_PREFIX, keys.range_end(keys.QUEUE_PREFIX), revision, True)
         member_kvs, _ = self._range_all(keys.MEMBER_PREFIX, keys.range_end(keys.MEMBER_PREFIX), revision)
         locks = {lock.name: lock for lock in (_held_lock(kv, None) for kv in locks_kvs)}
-        queues: dict[str, set[bytes]] = {}
+        queues: dict[str, dict[bytes, QueuedWaiter]] = {}
         for kv in queue_kvs:
-            queues.setdefault(keys.queue_name(kv.key), set()).add(kv.key)
+            queues.setdefault(keys.queue_name(kv.key), {})[kv.key] = _queued(kv)
         members = {kv.key: m for kv in member_kvs if (m := _member(kv)) is not None}
         with self._mutex:
             self._locks, self._queues, self._members = locks, queues, members
-            self.revision = revision
+            self._held_by = {}
+            for lock in locks.values():
+                self._count(lock, 1)
+            self.revision = self.audit_revision = revision  # breaks may have happened while we did not watch
         if self._error is not None:
             LOG.info(
                 "lock view read etcd at revision %d: %d locks held, %d members", revision, len(locks), len(members)
@@ -235,21 +277,27 @@ class LockView:
                     name = keys.lock_name(kv.key)
                     if event.deleted:
                         old = self._locks.pop(name, None)
+                        if old is not None:
+                            self._count(old, -1)
                         if old is not None and old.holder.member is not None:
                             per_member = dropped.setdefault(kv.mod_revision, {})
                             per_member[old.holder.member] = per_member.get(old.holder.member, 0) + 1
                     else:
+                        replaced = self._locks.get(name)
+                        if replaced is not None:
+                            self._count(replaced, -1)
                         self._locks[name] = _held_lock(kv, now)
+                        self._count(self._locks[name], 1)
                 elif kv.key.startswith(keys.QUEUE_PREFIX):
                     name = keys.queue_name(kv.key)
                     if event.deleted:
                         queue = self._queues.get(name)
                         if queue is not None:
-                            queue.discard(kv.key)
+                            queue.pop(kv.key, None)
                             if not queue:
                                 del self._queues[name]
                     else:
-                        self._queues.setdefault(name, set()).add(kv.key)
+                        self._queues.setdefault(name, {})[kv.key] = _queued(kv)
                 elif kv.key.startswith(keys.MEMBER_PREFIX):
                     if event.deleted:
                         old_member = self._members.pop(kv.key, None)
@@ -257,6 +305,8 @@ class LockView:
                             ended_members.setdefault(kv.mod_revision, set()).add(old_member.member)
                     elif (record := _member(kv)) is not None:
                         self._members[kv.key] = record
+                elif kv.key.startswith(keys.AUDIT_PREFIX):
+                    self.audit_revision = kv.mod_revision
                 if kv.mod_revision > self.revision:
                     self.revision = kv.mod_revision
         # A member record and that member's locks deleted in the same revision: its lease ended with locks held.
@@ -269,6 +319,11 @@ class LockView:
 
 def _held_lock(kv: KeyValue, seen_at: float | None) -> HeldLock:
     return HeldLock(keys.lock_name(kv.key), Holder.decode(kv.value), kv.create_revision, kv.lease, seen_at)
+
+
+def _queued(kv: KeyValue) -> QueuedWaiter:
+    waiter = kv.key.rsplit(b"/", 1)[-1].decode("ascii", "replace")
+    return QueuedWaiter(waiter, kv.create_revision, kv.lease)
 
 
 def _member(kv: KeyValue) -> MemberRecord | None:

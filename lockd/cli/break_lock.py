@@ -6,9 +6,11 @@ import argparse
 import os
 import sys
 
+from lockd.admin_token import local_token
 from lockd.cli.admin_client import AdminError, add_url_argument, quote, request
 from lockd.config import read_token_file
 from lockd.lock import validate_name
+from lockd.options import default_state_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -18,7 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     parser.add_argument("name", help="the lock name, as `lockd locks` shows it")
     add_url_argument(parser)
-    parser.add_argument("--admin-token", help="the sidecar's admin token (default $LOCKD_ADMIN_TOKEN)")
+    parser.add_argument(
+        "--admin-token",
+        help="the sidecar's admin token (default $LOCKD_ADMIN_TOKEN, else --admin-token-file, else for a sidecar "
+        "on this host the token it made in its state directory, $LOCKD_STATE_DIR/admin_token)",
+    )
     parser.add_argument("--admin-token-file", help="file holding the admin token")
     parser.set_defaults(func=run)
 
@@ -28,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
     token = args.admin_token or os.environ.get("LOCKD_ADMIN_TOKEN")
     if not token and args.admin_token_file:
         token = read_token_file(args.admin_token_file)
+    if not token:
+        token = local_token(args.url, default_state_dir())
     try:
         request(args.url, "DELETE", "/v1/locks/" + quote(name), token=token)
     except AdminError as exc:

@@ -14,6 +14,7 @@ import signal
 import sys
 from types import FrameType
 
+from lockd.admin_token import ensure_token, token_path
 from lockd.config import DEFAULT_PORT, Settings, load_settings
 from lockd.embedded import EmbeddedEtcd
 
@@ -33,7 +34,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help=f"port to listen on (default {DEFAULT_PORT})")
     parser.add_argument("--admin-token", help="bearer token for mutations (prefer --admin-token-file)")
-    parser.add_argument("--admin-token-file", help="file holding the admin token")
+    parser.add_argument(
+        "--admin-token-file", help="file holding the admin token (none given: STATE_DIR/admin_token, made once)"
+    )
+    parser.add_argument(
+        "--allowed-host",
+        dest="allowed_hosts",
+        action="append",
+        metavar="NAME",
+        help="a name clients may use in the Host header besides the bind address and localhost (repeatable)",
+    )
     parser.add_argument("--state-dir", help="embedded etcd data, announced URL (default $LOCKD_STATE_DIR or per user)")
     parser.add_argument("--status-url", help="status store URL (default: the lock cluster)")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
@@ -47,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         name: getattr(args, name)
         for name in (
             "backend_url", "lease_ttl", "host", "port", "admin_token", "admin_token_file",
-            "state_dir", "status_url", "log_level", "ssl_certfile", "ssl_keyfile",
+            "state_dir", "status_url", "log_level", "ssl_certfile", "ssl_keyfile", "allowed_hosts",
         )
     }  # fmt: skip
     settings = load_settings(args.config_file, overrides)
@@ -61,6 +71,14 @@ def run(args: argparse.Namespace) -> int:
             embedded = etcd
             print(f"lockd: started embedded etcd at {url} (data in {etcd.data_dir})", file=sys.stderr)
             settings = settings.with_backend(url)
+        if settings.admin_token is None:
+            token, created = ensure_token(settings.state_dir)
+            settings = settings.with_admin_token(token)
+            print(
+                f"lockd: admin token {'created in' if created else 'read from'} {token_path(settings.state_dir)} "
+                "(the CLI on this host uses it)",
+                file=sys.stderr,
+            )
         if signals.received:
             return 0
         _serve(settings)

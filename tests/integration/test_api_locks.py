@@ -211,20 +211,23 @@ def test_the_token_never_appears_in_answers_or_logs(http, coordinator, lock_name
     assert "force-released lock" in caplog.text
 
 
-def test_non_loopback_bind_without_token_refuses_mutations(backend_url: str, lock_name: str, caplog) -> None:
+@pytest.mark.parametrize("host", ["0.0.0.0", "127.0.0.1"])
+def test_without_a_token_mutations_are_refused_on_any_bind(
+    backend_url: str, coordinator, lock_name: str, caplog, host: str
+) -> None:
+    """No loopback exemption: a browser page on this host can reach 127.0.0.1 too."""
     caplog.set_level(logging.WARNING)
-    app = create_app(Settings(backend_url=backend_url, host="0.0.0.0"))  # never bound: TestClient is in-process
-    assert "no admin token" in caplog.text
-    with TestClient(app) as client:
-        assert client.delete(f"/v1/locks/{lock_name}").status_code == 403
-        body = {"expected": [None], "target": "available"}
-        assert client.post(f"/v1/status/volume/{lock_name}/transition", json=body).status_code == 403
-        assert client.get(f"/v1/locks/{lock_name}").status_code == 404  # reads stay open
-
-
-def test_loopback_without_token_allows_break(backend_url: str, coordinator, lock_name: str) -> None:
     lock = coordinator.get_lock(lock_name)
     assert lock.acquire()
-    with TestClient(create_app(Settings(backend_url=backend_url))) as client:
-        assert client.delete(f"/v1/locks/{lock_name}").status_code == 204
-    assert not lock.is_still_owner()
+    app = create_app(Settings(backend_url=backend_url, host=host))  # never bound: TestClient is in-process
+    assert "no admin token" in caplog.text
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        wait_for(lambda: client.get(f"/v1/locks/{lock_name}").status_code == 200)  # reads stay open
+        refused = client.delete(f"/v1/locks/{lock_name}")
+        assert refused.status_code == 403 and "no admin token" in refused.json()["detail"]
+        body = {"expected": [None], "target": "available"}
+        refused = client.post(f"/v1/status/volume/{lock_name}/transition", json=body)
+        assert refused.status_code == 403 and "no admin token" in refused.json()["detail"]
+        assert client.get(f"/v1/status/volume/{lock_name}").status_code == 404, "a refused transition wrote"
+    assert lock.is_still_owner(), "a refused break must change nothing"
+    lock.release()

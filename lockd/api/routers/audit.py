@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import ValidationError
@@ -23,10 +23,14 @@ def list_breaks(
     """Recorded breaks, newest first."""
     if name is not None:
         name = validate_name(name)
+    return AuditOut(breaks=breaks_out(backend.audit(name, limit)))
+
+
+def breaks_out(records: list[dict[str, Any]]) -> list[BreakOut]:
     breaks = []
-    for item in backend.audit(name, limit):
+    for item in records:
         try:
             breaks.append(BreakOut.model_validate(item))
         except ValidationError:
             continue  # not a record lockd wrote; skip rather than fail the whole listing
-    return AuditOut(breaks=breaks)
+    return breaks

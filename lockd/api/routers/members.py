@@ -7,8 +7,10 @@ import time
 from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
+from lockd.api.backend import Backend
 from lockd.api.deps import BackendDep
 from lockd.api.models import MemberOut, MembersOut
+from lockd.api.view import MemberRecord
 
 router = APIRouter(prefix="/v1/members", tags=["members"])
 
@@ -21,6 +23,11 @@ async def list_members(backend: BackendDep) -> MembersOut:
     stale = backend.leases.stale(m.lease for m in members)
     if stale:
         await run_in_threadpool(backend.refresh_leases, stale)
+    return MembersOut(members=members_out(backend, members))
+
+
+def members_out(backend: Backend, members: list[MemberRecord]) -> list[MemberOut]:
+    """``members`` with their lock counts and last refresh, from the view and the lease clock (no I/O)."""
     counts = backend.view.locks_by_member()
     now_wall, now = time.time(), time.monotonic()
     out = []
@@ -30,4 +37,4 @@ async def list_members(backend: BackendDep) -> MembersOut:
         out.append(
             MemberOut(member=m.member, host=m.host, pid=m.pid, locks_held=counts.get(m.member, 0), last_seen=last_seen)
         )
-    return MembersOut(members=out)
+    return out
