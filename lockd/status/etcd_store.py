@@ -123,14 +123,17 @@ class EtcdStatusStore:
         self._known: dict[bytes, KeyValue | None] = {}
         self._known_lock = threading.Lock()
         self._epoch: str | None = None  # this cluster's lockd epoch, once read
+        self._foreign: set[str] = set()  # epochs seen not to be this cluster's (locks kept elsewhere)
 
     def _local(self, fence: Fence) -> bool:
         """Was the fence's lock taken on this cluster (so its key can be compared in our txn)?"""
-        if fence.key is None:
+        if fence.key is None or fence.epoch in self._foreign:
             return False
         if fence.epoch is None or fence.epoch == self._epoch:
             return True
         self._epoch = (epoch.current(self.client) or {}).get("epoch")  # first use, or the epoch was rotated
+        if fence.epoch != self._epoch:
+            self._foreign.add(fence.epoch)  # epochs are random ids: another cluster's never becomes ours
         return fence.epoch == self._epoch
 
     def _remember(self, key: bytes, kv: KeyValue | None) -> KeyValue | None:
