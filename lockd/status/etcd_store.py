@@ -51,8 +51,6 @@ from lockd.etcd import keys
 from lockd.etcd.client import EtcdClient, KeyValue, cmp_create, cmp_mod, op_put, op_range
 from lockd.status.model import (
     CONFLICT,
-    EPOCH,
-    FENCED,
     HISTORY_KEEP,
     NOT_OWNER,
     Fence,
@@ -63,7 +61,9 @@ from lockd.status.model import (
     check_resource,
     check_status,
     check_who,
+    fence_refusal,
     history_entry,
+    still_owner,
 )
 
 #: A race that keeps leaving the status inside ``expected`` is retried at most this often.
@@ -97,21 +97,6 @@ def _write_id(kv: KeyValue) -> str | None:
 def _status_of(kv: KeyValue | None) -> str | None:
     record = _decode(kv)
     return None if record is None else record["status"]
-
-
-def _refusal(record: dict[str, Any] | None, fence: Fence) -> str | None:
-    """EPOCH for a token of another cluster lifetime than the record's, FENCED for one below its highest."""
-    recorded = (record or {}).get("epoch")
-    if fence.epoch and recorded and fence.epoch != recorded:
-        return EPOCH
-    if fence.token < ((record or {}).get("fence") or 0):
-        return FENCED
-    return None
-
-
-def _still_owner(fence: Fence) -> bool:
-    check = getattr(fence.lock, "is_still_owner", None)
-    return bool(check()) if callable(check) else True
 
 
 class EtcdStatusStore:
@@ -158,7 +143,7 @@ class EtcdStatusStore:
             return _UNKNOWN
         if (None if record is None else record["status"]) not in wanted:
             return _UNKNOWN
-        if fence is not None and _refusal(record, fence):
+        if fence is not None and fence_refusal(fence, (record or {}).get("epoch"), (record or {}).get("fence") or 0):
             return _UNKNOWN
         return kv
 
@@ -195,7 +180,7 @@ class EtcdStatusStore:
         new = check_status(new, "new status")
         fenced = check_fence(fence)
         who = check_who(who)
-        if fenced is not None and (fenced.token == 0 or not (self._local(fenced) or _still_owner(fenced))):
+        if fenced is not None and (fenced.token == 0 or not (self._local(fenced) or still_owner(fenced))):
             kv = self._read(key)
             return Result(False, _status_of(kv), kv.mod_revision if kv else 0, NOT_OWNER)
         guess = self._guess(key, wanted, fenced)
@@ -228,7 +213,8 @@ class EtcdStatusStore:
         revision = kv.mod_revision if kv is not None else 0
         if current not in wanted:
             return Result(False, current, revision, CONFLICT)
-        refusal = _refusal(record, fence) if fence is not None else None
+        recorded = record or {}
+        refusal = fence_refusal(fence, recorded.get("epoch"), recorded.get("fence") or 0) if fence is not None else None
         if refusal:
             return Result(False, current, revision, refusal)
         history = list((record or {}).get("history", []))

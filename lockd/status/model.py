@@ -130,6 +130,24 @@ def check_who(who: object) -> str:
     return default_who() if who is None else _text("who", who)
 
 
+def fence_refusal(fence: Fence, recorded_epoch: str | None, highest: int) -> str | None:
+    """Why a store refuses this fence, given what it recorded for the resource (None: it does not).
+
+    EPOCH for a token of another cluster lifetime than the recorded one (never compared: lockd.epoch), FENCED
+    for a token below the highest one written. A fence without an epoch (a bare integer) is only compared."""
+    if fence.epoch and recorded_epoch and fence.epoch != recorded_epoch:
+        return EPOCH
+    if fence.token < highest:
+        return FENCED
+    return None
+
+
+def still_owner(fence: Fence) -> bool:
+    """Ask a fencing lock object whether it still holds its lock (one etcd read); True for a bare token."""
+    check = getattr(fence.lock, "is_still_owner", None)
+    return bool(check()) if callable(check) else True
+
+
 def check_fence(fence: object) -> Fence | None:
     """Normalise ``fence``: None, a positive int token, or a lock object with ``.token`` (and ``.key``).
 

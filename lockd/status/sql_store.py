@@ -47,8 +47,6 @@ from sqlalchemy.engine import URL, Connection, make_url
 from lockd.errors import BackendError, UsageError
 from lockd.status.model import (
     CONFLICT,
-    EPOCH,
-    FENCED,
     HISTORY_KEEP,
     MAX_FIELD_LENGTH,
     NOT_OWNER,
@@ -60,6 +58,8 @@ from lockd.status.model import (
     check_resource,
     check_status,
     check_who,
+    fence_refusal,
+    still_owner,
 )
 
 SQL_SCHEMES = ("sqlite", "mysql", "mariadb", "postgresql")
@@ -328,7 +328,7 @@ class SqlStatusStore:
         new = check_status(new, "new status")
         fenced = check_fence(fence)
         who = check_who(who)
-        if fenced is not None and fenced.lock is not None and (fenced.token == 0 or not self._still_owner(fenced)):
+        if fenced is not None and fenced.lock is not None and (fenced.token == 0 or not still_owner(fenced)):
             record = self.get_record(kind, id)
             return Result(False, record[0] if record else None, record[1] if record else 0, NOT_OWNER)
         with self._connect() as conn:
@@ -354,11 +354,6 @@ class SqlStatusStore:
                 return result
         raise BackendError(f"status of {kind}/{id} kept changing within {sorted(map(str, wanted))}; gave up")
 
-    @staticmethod
-    def _still_owner(fence: Fence) -> bool:
-        check = getattr(fence.lock, "is_still_owner", None)
-        return bool(check()) if callable(check) else True
-
     def _attempt(
         self,
         conn: Connection,
@@ -373,10 +368,9 @@ class SqlStatusStore:
         current, revision, highest, epoch = self._read(conn, kind, id, lock=True)
         if current not in wanted:
             return Result(False, current, revision, CONFLICT)
-        if fence is not None and fence.epoch and epoch and fence.epoch != epoch:
-            return Result(False, current, revision, EPOCH)
-        if fence is not None and fence.token < highest:
-            return Result(False, current, revision, FENCED)
+        refusal = fence_refusal(fence, epoch, highest) if fence is not None else None
+        if refusal:
+            return Result(False, current, revision, refusal)
         target = self._target(kind)
         if current is None:
             conn.execute(sa.insert(target.table).values(target.row(kind, id, new)))
