@@ -52,16 +52,36 @@ def pid_in(path: Path) -> int | None:
     return pid if alive(pid) else None
 
 
-def cinder_volume_launcher(path: Path, cinder: Any) -> None:
-    """What a distribution's cinder-volume unit does, as one executable: the environment, then exec the service.
+def cinder_volume_launcher(path: Path, cinder: Any, nodes: list[str]) -> None:
+    """What a distribution's cinder-volume unit does, as one executable every node runs: the environment, then
+    exec the service with this node's cinder.conf (own ``host``, same ``cluster``), picked by ``crm_node -n``.
 
     ocf:heartbeat:anything starts ``binfile`` through ``su -``, which clears the environment, so the demo's
     variables (its driver on PYTHONPATH, the lockutils patch and its backend) go into the script.
     """
+    for node in nodes:
+        cinder.conf(node)  # <state>/<node>/cinder.conf
     env = cinder.env()
     exports = "".join(f"export {k}='{env[k]}'\n" for k in ("PYTHONPATH", "LOCKD_PATCH_LOCKUTILS", "LOCKD_BACKEND_URL"))
-    path.write_text(f"#!/bin/sh\n{exports}exec {cinder.bin / 'cinder-volume'} --config-file {cinder.conf('pm1')}\n")
+    conf = f"{cinder.dir}/$(crm_node -n)/cinder.conf"
+    path.write_text(f"#!/bin/sh\n{exports}exec {cinder.bin / 'cinder-volume'} --config-file {conf}\n")
     path.chmod(0o755)
+
+
+def configure(node: PacemakerNode, lockd_port: int, backend: str, launcher: Path) -> None:
+    """Run deploy/pacemaker/configure.sh on ``node`` with this machine's paths. The paths are the same on every
+    node and land in each node's own directories (/run is the node's tmpfs; /run/resource-agents and
+    /var/log/pacemaker are bind mounts of its directory, see node.py)."""
+    lockd_params = (
+        f"binary={LOCKD_BIN} backend_url={backend} port={lockd_port} user=root state_dir=/run/lockd "
+        "log_file=/var/log/pacemaker/lockd.log pid_file=/run/resource-agents/lockd.pid"
+    )
+    agent = (
+        f"ocf:heartbeat:anything binfile={launcher} pidfile=/run/resource-agents/cinder-volume.pid "
+        "logfile=/var/log/pacemaker/cinder-volume.out"
+    )
+    env = {**os.environ, "LOCKD_PARAMS": lockd_params, "CINDER_VOLUME_AGENT": agent}
+    node.run("sh", str(CONFIGURE), env=env, timeout=120)
 
 
 @dataclass
@@ -77,10 +97,10 @@ class Deployed:
     backend_url: str
 
     def lockd_pid(self) -> int | None:
-        return pid_in(self.base / "lockd.pid")
+        return pid_in(self.base / "rsctmp" / "lockd.pid")
 
     def cinder_volume_pid(self) -> int | None:
-        return pid_in(self.base / "cinder-volume.pid")
+        return pid_in(self.base / "rsctmp" / "cinder-volume.pid")
 
     def ready(self) -> bool:
         try:
@@ -133,7 +153,8 @@ class Deployed:
             if pid is None:
                 return False
             started = Path(f"/proc/{pid}").stat().st_ctime
-            mine = [s for s in services if s["binary"] == "cinder-volume" and s["host"].endswith("-pm1@demo")]
+            host = f"-{self.node.name}@demo"
+            mine = [s for s in services if s["binary"] == "cinder-volume" and s["host"].endswith(host)]
             # a heartbeat of this very process: the row of the one before stays "up" for service_down_time
             fresh = [s for s in mine if s["state"] == "up" and s["updated_at"] and datetime.datetime.fromisoformat(
                 s["updated_at"]).replace(tzinfo=datetime.timezone.utc).timestamp() > started]  # fmt: skip
@@ -257,17 +278,8 @@ def deployed(
     base = pacemaker_node.base
     port = free_port()
     backend = f"lockd+etcd3+http://{pm_etcd.endpoint}?timeout=2"
-    cinder_volume_launcher(base / "cinder-volume.sh", cinder)
-    lockd_params = (
-        f"binary={LOCKD_BIN} backend_url={backend} port={port} state_dir={base / 'lockd-state'} user=root "
-        f"log_file={base / 'lockd.log'} pid_file={base / 'lockd.pid'}"
-    )
-    agent = (
-        f"ocf:heartbeat:anything binfile={base / 'cinder-volume.sh'} pidfile={base / 'cinder-volume.pid'} "
-        f"logfile={base / 'cinder-volume.out'}"
-    )
-    env = {**os.environ, "LOCKD_PARAMS": lockd_params, "CINDER_VOLUME_AGENT": agent}
-    pacemaker_node.run("sh", str(CONFIGURE), env=env, timeout=120)
+    cinder_volume_launcher(base / "cinder-volume.sh", cinder, [pacemaker_node.name])
+    configure(pacemaker_node, port, backend, base / "cinder-volume.sh")
     cluster = Deployed(pacemaker_node, pm_etcd, cinder, demo, base, f"http://127.0.0.1:{port}", backend)
     wait_for(cluster.all_started, 120, "lockd and cinder-volume Started", interval=0.5)
     yield cluster

@@ -6,7 +6,9 @@ Theory of operation:
   node with its own network) owns the node's namespaces. corosync, pacemakerd and every command run on the node
   (pcs, cibadmin, crm_mon, crm_resource) enter them with ``nsenter``, which execs: the PID we hold is the
   daemon's own, and teardown signals exactly the processes this node started.
-- Pacemaker and corosync have fixed state paths. Inside the mount namespace ``/var/lib/pacemaker``,
+- Pacemaker and corosync have fixed state paths. Inside the mount namespace ``/run`` is a tmpfs of its own
+  (corosync's lock file lives there, so a second corosync on the machine would refuse to start), and
+  ``/var/lib/pacemaker``,
   ``/var/lib/corosync``, ``/var/log/pacemaker`` and ``/run/resource-agents`` are bind mounts of the node's own
   directories, and ``/usr/lib/ocf/resource.d`` is a read-only overlay that adds our OCF agent (the operator's
   "install the agent" step). The machine's own files are never written; everything goes when the namespace goes.
@@ -181,7 +183,9 @@ class PacemakerNode:
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         self.holder = subprocess.Popen([*prefix, "unshare", "--mount", "--propagation", "private", "sleep", "infinity"])
         self._wait(lambda: _mount_ns(self.holder.pid) != _mount_ns(os.getpid()), 10, "the mount namespace")
-        mounts = [f"mount --bind {self.base / sub} {path}" for path, sub in STATE_PATHS.items()]
+        # a /run of its own first (corosync refuses to start while another holds the lock on /run/corosync.pid)
+        mounts = ["mount -t tmpfs lkpm-run /run", *(f"mkdir -p {path}" for path in STATE_PATHS)]
+        mounts += [f"mount --bind {self.base / sub} {path}" for path, sub in STATE_PATHS.items()]
         mounts.append(f"mount -t overlay lkpm-ocf -o lowerdir={self.base / 'ocf'}:/usr/lib/ocf/resource.d "
                       "/usr/lib/ocf/resource.d")  # fmt: skip
         self.run("sh", "-ec", " && ".join(mounts))

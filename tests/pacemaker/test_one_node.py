@@ -5,8 +5,8 @@ Each test starts and ends with everything Started and Cinder creating volumes. W
 - no order constraint (or an optional one): cinder-volume keeps its PID when lockd is restarted, and a stop of
   lockd does not wait for cinder-volume's stop (its "Initiating stop" is not after cinder-volume's result);
 - a monitor that only checks the process (not /readyz): an unreachable etcd never fails lockd, so cinder-volume
-  keeps running without working locks;
-- no colocation: a stopped lockd leaves cinder-volume running.
+  keeps running without working locks.
+(Both checked by breaking deploy/pacemaker/configure.sh and the agent that way: the tests named fail.)
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def test_configuration_runs_cinder_volume_after_lockd_and_serves_volumes(deploye
     assert cursor.position(("result", "lockd", "start")) < cursor.position(("initiate", "cinder-volume", "start"))
     back_to_all_started(deployed, "first")
     hosts = {run.host for run in deployed.operations()}
-    assert any(host.endswith("-pm1@demo") for host in hosts), hosts
+    assert any(host.endswith(f"-{deployed.node.name}@demo") for host in hosts), hosts
     locks = deployed.lockd_locks()
     assert locks.returncode == 0, locks.stderr
 
