@@ -14,6 +14,7 @@ command -v xmllint >/dev/null 2>&1 || need+=(libxml2-utils)  # ocf-tester valida
 [ -x /usr/sbin/pacemakerd ] || need+=(pacemaker)
 [ -x /usr/sbin/cibadmin ] || need+=(pacemaker-cli-utils)  # cibadmin, crm_mon, crm_resource: only recommended
 [ -x /usr/sbin/pcs ] || need+=(pcs)
+command -v socat >/dev/null 2>&1 || need+=(socat)  # the multi-node Pacemaker run's relays (LOCKD_MULTINODE=1)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "install-system-deps: not root or no apt-get; missing: ${need[*]}" >&2

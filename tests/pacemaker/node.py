@@ -182,7 +182,9 @@ class PacemakerNode:
                 shutil.chown(path, "hacluster", "haclient")
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         self.holder = subprocess.Popen([*prefix, "unshare", "--mount", "--propagation", "private", "sleep", "infinity"])
-        self._wait(lambda: _mount_ns(self.holder.pid) != _mount_ns(os.getpid()), 10, "the mount namespace")
+        # Only once the holder runs `sleep` are its namespaces final (`ip netns exec` makes a mount namespace of
+        # its own before unshare makes ours: a mount done in between would land in the wrong one).
+        self._wait(lambda: _comm(self.holder.pid) == "sleep", 10, "the namespace holder")
         # a /run of its own first (corosync refuses to start while another holds the lock on /run/corosync.pid)
         mounts = ["mount -t tmpfs lkpm-run /run", *(f"mkdir -p {path}" for path in STATE_PATHS)]
         mounts += [f"mount --bind {self.base / sub} {path}" for path, sub in STATE_PATHS.items()]
@@ -266,9 +268,9 @@ class PacemakerNode:
             )  # fmt: skip
 
 
-def _mount_ns(pid: int) -> str:
+def _comm(pid: int) -> str:
     try:
-        return os.readlink(f"/proc/{pid}/ns/mnt")
+        return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
         return ""
 
