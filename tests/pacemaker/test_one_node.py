@@ -34,6 +34,12 @@ def back_to_all_started(cluster: Deployed, tag: str) -> None:
     assert set(statuses.values()) == {"available"}, statuses
 
 
+def monitor_failed(cluster: Deployed, exitstatus: str) -> bool:
+    """crm_mon lists a failed lockd monitor with this exit status ("not running", "error")."""
+    failures = cluster.node.failures()
+    return any(f["op_key"].startswith("lockd_monitor") and f.get("exitstatus") == exitstatus for f in failures)
+
+
 def test_configuration_runs_cinder_volume_after_lockd_and_serves_volumes(deployed: Deployed) -> None:
     constraints = deployed.node.run("pcs", "constraint").stdout
     assert "start lockd-clone then start cinder-volume-clone" in constraints, constraints
@@ -53,6 +59,9 @@ def test_lockd_killed_is_restarted_and_cinder_volume_restarted_after_it(deployed
     cursor = LogCursor(deployed.node.log)
     killed = time.monotonic()
     os.kill(lockd, signal.SIGKILL)
+    # noticed by the monitor (not by anything else): what an operator sees meanwhile
+    wait_for(lambda: monitor_failed(deployed, "not running"), 30, "lockd's monitor to report it not running")
+    print("\n" + deployed.crm_mon() + "\n" + repr(deployed.lockd_locks()))
     wait_for(lambda: deployed.lockd_pid() not in (None, lockd) and deployed.ready(), 60, "lockd ready again")
     ready_again = time.monotonic() - killed
     wait_for(lambda: deployed.cinder_volume_pid() not in (None, cinder_volume), 120, "a new cinder-volume")
@@ -81,10 +90,7 @@ def test_etcd_unreachable_stops_cinder_volume_until_etcd_is_back(deployed: Deplo
     deployed.etcd.kill()
     try:
         wait_for(lambda: not alive(cinder_volume), 60, "cinder-volume stopped after lockd's monitor failed")
-        failures = deployed.node.failures()
-        assert any(f["op_key"].startswith("lockd_monitor") and f.get("exitstatus") == "error" for f in failures), (
-            failures
-        )
+        assert monitor_failed(deployed, "error"), deployed.node.failures()
         # A lock taken the way Cinder takes it fails with a clear error and never runs the guarded work.
         coordinator = tooz.coordination.get_coordinator(deployed.backend_url, b"pm-test")
         ran = []
