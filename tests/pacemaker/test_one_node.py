@@ -23,7 +23,7 @@ from tests.pacemaker.conftest import MONITOR_INTERVAL, Deployed, LogCursor
 from tests.pacemaker.node import alive
 from tests.procs import wait_for
 
-pytestmark = [pytest.mark.pacemaker, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.pacemaker, pytest.mark.timeout(600)]  # the first test also starts the cluster
 
 
 def back_to_all_started(cluster: Deployed, tag: str) -> None:
