@@ -143,7 +143,7 @@ class Deployment:
 
     # -- configuration -----------------------------------------------------------------------------------------
 
-    def _conf(self, host: str | None) -> str:
+    def conf(self, host: str | None) -> str:
         paste = Path(self.args.cinder_venv) / "etc" / "cinder" / "api-paste.ini"
         state = self.dir / (host or "control-plane")
         (state / "locks").mkdir(parents=True, exist_ok=True)
@@ -187,7 +187,7 @@ class Deployment:
         path.write_text("\n".join(lines) + "\n")
         return str(path)
 
-    def _env(self) -> dict[str, str]:
+    def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCKD_", "PYTHON"))}
         env["PYTHONPATH"] = str(HERE)  # the demo driver
         if self.mode == "lockd":  # as deploy/cinder/README.md says: the patched oslo locks need the URL too
@@ -197,30 +197,31 @@ class Deployment:
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, volumes: tuple[str, ...] = ("1", "2")) -> None:
+        """Database, vhost, cinder-api, cinder-scheduler and one cinder-volume per name in ``volumes`` (none when
+        something else, such as Pacemaker, runs them), then wait until they are up."""
         if self.dir.exists():
             shutil.rmtree(self.dir)
         self.shared.mkdir(parents=True)
         _mysql(f"CREATE DATABASE {self.database} CHARACTER SET utf8mb4")
         _rabbitmqctl("add_vhost", self.vhost)
         _rabbitmqctl("set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
-        control = self._conf(None)
+        control = self.conf(None)
         subprocess.run(
             [str(self.bin / "cinder-manage"), "--config-file", control, "db", "sync"],
-            check=True, env=self._env(), capture_output=True, timeout=300,
+            check=True, env=self.env(), capture_output=True, timeout=300,
         )  # fmt: skip
-        env = self._env()
+        env = self.env()
         for name, argv in (
             ("api", [str(self.bin / "cinder-api"), "--config-file", control]),
             ("scheduler", [str(self.bin / "cinder-scheduler"), "--config-file", control]),
-            ("volume-1", [str(self.bin / "cinder-volume"), "--config-file", self._conf("1")]),
-            ("volume-2", [str(self.bin / "cinder-volume"), "--config-file", self._conf("2")]),
+            *((f"volume-{v}", [str(self.bin / "cinder-volume"), "--config-file", self.conf(v)]) for v in volumes),
         ):
             self.services[name] = Service(name, argv, env, self.dir / f"{name}.out")
             self.services[name].start()
-        self._wait_ready()
+        self._wait_ready(len(volumes))
 
-    def _wait_ready(self, timeout: float = 180.0) -> None:
+    def _wait_ready(self, volumes: int, timeout: float = 180.0) -> None:
         deadline = time.monotonic() + timeout
         with httpx.Client(headers=HEADERS, timeout=10) as http:
             while True:
@@ -233,7 +234,7 @@ class Deployment:
                 except (httpx.HTTPError, ValueError, KeyError):
                     services, pools = [], []
                 up = {s["host"] for s in services if s["binary"] == "cinder-volume" and s["state"] == "up"}
-                if len(up) == 2 and pools:
+                if len(up) == volumes and (pools or not volumes) and services:
                     break
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"services not ready after {timeout:.0f}s: volume services up {sorted(up)}")

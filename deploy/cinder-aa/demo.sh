@@ -9,8 +9,7 @@
 # rabbitmqctl (root: each mode gets a vhost of its own, deleted after), as the machine runs them; PyPI for the
 # first run. Exit 0 only when every check holds and the control shows damage;
 # the last line is the summary. Environment:
-#   LOCKD_AA_VENV   Cinder's virtualenv, made on first use (default <repo>/.cinder-aa/venv): Cinder pins many
-#                   libraries, so it gets its own, with lockd installed into it from this checkout
+#   LOCKD_AA_VENV   Cinder's virtualenv, made on first use by venv.sh (default <repo>/.cinder-aa/venv)
 #   LOCKD_AA_STATE  configs, logs, the shared "array" of this run (default <repo>/.cinder-aa/run, emptied first)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -31,14 +30,7 @@ command -v rabbitmqctl >/dev/null 2>&1 || die "rabbitmqctl is missing: each run 
 if ! "$repo/.venv/bin/python" -c 'import httpx' >/dev/null 2>&1; then
     bash "$repo/scripts/setup-venv.sh" "test"
 fi
-if [ ! -x "$venv/bin/cinder-volume" ]; then
-    echo "cinder-aa: installing Cinder 29 into $venv (its own virtualenv)"
-    python3 -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
-    "$venv/bin/python" -m pip install -q 'cinder==29.*' PyMySQL
-fi
-# lockd from this checkout, every time (cheap when nothing changed): the tooz backend and the lockutils hook
-"$venv/bin/python" -m pip install -q -e "$repo" >/dev/null 2>&1 || "$venv/bin/python" -m pip install -q -e "$repo"
+venv=$("$here/venv.sh" "$venv")  # Cinder 29 in its own virtualenv, lockd from this checkout
 
 rm -rf "$state"
 mkdir -p "$state"

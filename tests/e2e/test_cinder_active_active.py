@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.cinder_aa import missing_services, skip_unless_ci
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "deploy" / "cinder-aa" / "demo.sh"
@@ -25,26 +25,11 @@ DEMO = REPO / "deploy" / "cinder-aa" / "demo.sh"
 pytestmark = pytest.mark.cinder
 
 
-def _missing() -> str | None:
-    try:
-        socket.create_connection(("127.0.0.1", 5672), 3).close()
-    except OSError:
-        return "RabbitMQ does not answer on 127.0.0.1:5672"
-    if shutil.which("mariadb") is None or shutil.which("rabbitmqctl") is None:
-        return "the mariadb client or rabbitmqctl is missing"
-    probe = subprocess.run(["mariadb", "-uroot", "-h127.0.0.1", "-e", "SELECT 1"], capture_output=True)
-    if probe.returncode != 0:
-        return "MariaDB does not answer on 127.0.0.1:3306 as root"
-    return None
-
-
 @pytest.mark.timeout(1200)
 def test_cinder_active_active_on_lockd_is_clean_and_the_file_lock_control_is_not(tmp_path: Path) -> None:
-    why = _missing()
+    why = missing_services()
     if why:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true: {why}")
-        pytest.skip(why)
+        skip_unless_ci(why)
     out = tmp_path / "outcome.json"
     env = {**os.environ, "LOCKD_AA_STATE": str(tmp_path / "run")}
     run = subprocess.run(

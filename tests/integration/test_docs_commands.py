@@ -4,8 +4,9 @@ Convention (docs/README.md): a fenced ```sh block directly preceded by the line 
 with ``bash -euo pipefail`` from the repository root, ``lockd`` and ``python3`` from this checkout's
 environment on PATH, ``$LOCKD_URL`` and ``$LOCKD_ADMIN_TOKEN`` set, and the default addresses rewritten:
 ``127.0.0.1:7170`` to the test's `lockd serve` and ``127.0.0.1:2379`` to the test's etcd. A block that cannot
-be run on a test machine (installing packages, systemctl, pcs) is preceded by ``<!-- not tested: REASON -->``;
-in the docs this helper owns, every shell block must carry one of the two marks.
+be run on a test machine (installing packages, systemctl) is preceded by ``<!-- not tested: REASON -->``, and
+one that another test runs against a live system (a Pacemaker cluster) by ``<!-- tested live: TEST ... -->``;
+in the docs this helper owns, every shell block must carry one of the marks.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ STRICT_DOCS = ("docs/architecture.md", "docs/operations.md", "docs/api.md", "doc
 SHELL_LANGS = ("sh", "bash", "shell", "console")
 TESTED = "<!-- tested -->"
 NOT_TESTED = re.compile(r"<!-- not tested: .+ -->")
+#: Run by another test against a live system (e.g. a Pacemaker cluster in tests/pacemaker/), which it names.
+TESTED_LIVE = re.compile(r"<!-- tested live: tests/\S+.* -->")
 BLOCK = re.compile(r"^```([\w-]*)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 
 
@@ -92,9 +95,9 @@ def test_docs_mark_every_shell_block() -> None:
         for name in STRICT_DOCS
         if (REPO / name).exists()
         for line, lang, mark, _ in _blocks(REPO / name)
-        if lang in SHELL_LANGS and mark != TESTED and not NOT_TESTED.fullmatch(mark)
+        if lang in SHELL_LANGS and mark != TESTED and not (NOT_TESTED.fullmatch(mark) or TESTED_LIVE.fullmatch(mark))
     ]
-    assert not unmarked, f"shell blocks without <!-- tested --> or <!-- not tested: why -->: {unmarked}"
+    assert not unmarked, f"shell blocks marked neither tested, tested live nor not tested (with why): {unmarked}"
 
 
 def test_the_docs_have_tested_blocks() -> None:
