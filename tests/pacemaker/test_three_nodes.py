@@ -1,10 +1,11 @@
 """Three Pacemaker nodes on one machine, one cut off: its clones stop, the others keep serving Cinder.
 
-Each node is a network namespace (``lkpm<tag>n<i>``, its link on a bridge in ``lkpm<tag>sw``) plus a mount
-namespace (node.py); corosync speaks knet over the bridge. The services the nodes share stay where they are (etcd,
+Each node is a test host of tests/netns.py (a network namespace on a bridge) plus a mount namespace (node.py);
+corosync speaks knet over the bridge. The services the nodes share stay where they are (etcd,
 MariaDB and RabbitMQ on the machine's loopback) and reach each node through a relay pair: socat listening on the
-node's own 127.0.0.1:PORT, forwarding over a unix socket to socat in the machine's namespace. Cutting a node takes
-its link down *and* stops its relays, so it loses the cluster, etcd and Cinder's database and queue at once.
+node's own 127.0.0.1:PORT, forwarding over a unix socket to socat in the machine's namespace. Cutting a node
+drops every packet of its link (``isolate``) *and* stops its relays, so it loses the cluster, etcd and Cinder's
+database and queue at once.
 
 Not run by default (about 4 minutes, three cinder-volume services): LOCKD_MULTINODE=1 runs it, as
 docs/operations.md shows.
@@ -23,8 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.netns import TestNetwork
 from tests.pacemaker.conftest import cinder_volume_launcher, configure, pid_in
-from tests.pacemaker.netns import Network
 from tests.pacemaker.node import PacemakerNode, Peer, pids_mentioning
 from tests.procs import wait_for
 
@@ -76,17 +77,17 @@ class Relays:
 @pytest.fixture
 def three_nodes(
     tmp_path: Path, pm_etcd: Any, cinder_plane: tuple[Any, Any]
-) -> Iterator[tuple[list[PacemakerNode], Network, Relays, Any, Any]]:
+) -> Iterator[tuple[list[PacemakerNode], TestNetwork, Relays, Any, Any]]:
     cinder, demo = cinder_plane
-    net = Network(NODES)
+    net = TestNetwork([f"node{i}" for i in range(1, NODES + 1)])
     relays = Relays(tmp_path, [3306, 5672, pm_etcd.client_port])
-    peers = [Peer(f"node{i}", i, net.address(i)) for i in range(1, NODES + 1)]
-    nodes = [PacemakerNode(p.name, tmp_path / p.name, peers, netns=net.namespace(p.nodeid)) for p in peers]
+    peers = [Peer(f"node{i}", i, net.hosts[f"node{i}"].ip) for i in range(1, NODES + 1)]
+    nodes = [PacemakerNode(p.name, tmp_path / p.name, peers, netns=net.hosts[p.name].netns) for p in peers]
     left: list[str] = []
     try:
         net.create()
         for i, node in enumerate(nodes, 1):
-            relays.start(i, net.namespace(i))
+            relays.start(i, node.netns)
             node.start()
         for node in nodes:
             node.wait_online(120)
@@ -96,7 +97,7 @@ def three_nodes(
             if node.holder is not None:
                 left += node.stop()
         relays.stop_all()
-        net.destroy()
+        net.close()
     assert not left, f"left behind: {left}"
 
 
@@ -160,7 +161,7 @@ def test_a_cut_off_node_stops_its_clones_and_the_others_keep_serving_cinder(thre
 
     survivors = {node.name: node_state(node) for node in nodes[:-1]}
     cut_at = time.time()
-    net.cut(NODES)
+    net.isolate(f"node{NODES}")
     relays.stop(NODES)
     # The cut node: no quorum, so Pacemaker stops everything it runs (cinder-volume first).
     wait_for(lambda: not node_state(cut)["lockd_pid"] and not node_state(cut)["cinder_volume_pid"], 240,
@@ -180,7 +181,8 @@ def test_a_cut_off_node_stops_its_clones_and_the_others_keep_serving_cinder(thre
         state = node_state(node)
         assert state["lockd"] == state["cinder-volume"] == "Started" and state["ready"], (node.name, state)
         assert (state["lockd_pid"], state["cinder_volume_pid"]) == (
-            survivors[node.name]["lockd_pid"], survivors[node.name]["cinder_volume_pid"]
+            survivors[node.name]["lockd_pid"],
+            survivors[node.name]["cinder_volume_pid"],
         ), f"{node.name}'s clones were restarted by another node's cut"
     runs = [run for run in demo.read_runs(cinder) if cut_at + 1 < run.start < healed_at]
     hosts = {run.host.rsplit("-", 1)[-1] for run in runs}
@@ -191,8 +193,8 @@ def test_a_cut_off_node_stops_its_clones_and_the_others_keep_serving_cinder(thre
     assert not outcome.doubled and outcome.ledger_off == 0, (outcome.doubled, outcome.ledger_notes)
     print(f"during the cut: {len(runs)} driver operations on {sorted(hosts)}")
 
-    net.heal(NODES)
-    relays.start(NODES, net.namespace(NODES))
+    net.heal(f"node{NODES}")
+    relays.start(NODES, net.hosts[f"node{NODES}"].netns)
     wait_for(lambda: all(started(node) for node in nodes), 240, "every node Started again after the heal", 1)
     after = run_volumes(cinder, demo, 6, [], "after")
     assert set(after.values()) == {"available"}, after
