@@ -11,7 +11,8 @@ the database, which is when fencing matters), release. lockd clients write fence
 members; stock clients write unfenced and talk to their host's own member, as tooz's driver does. The two
 systems use different lock names, so each is judged on its own, under the very same faults at the same moments.
 
-The nemesis picks a fault at random (seeded), holds it for a random time, heals it, pauses, and picks again:
+The nemesis picks a fault at random (seeded; the first seven are one of each kind, in a seeded order), holds it
+for a random time, heals it, pauses, and picks again:
 
   isolate-client   a client host loses its link (every packet vanishes)
   cut-own-member   a client host cannot reach its own etcd member; the others it can (failover must carry it)
@@ -251,8 +252,9 @@ def run_schedule(r: Rig, rng: random.Random) -> list[Fault]:
     faults: list[Fault] = []
     end = time.monotonic() + s.duration
     time.sleep(rng.uniform(1.0, 2.0))  # warm up: every client is looping before the first fault
+    first = rng.sample(FAULTS, len(FAULTS))  # every kind once, in a seeded order, whatever the machine's speed
     while time.monotonic() < end:
-        kind = rng.choice(FAULTS)
+        kind = first.pop(0) if first else rng.choice(FAULTS)
         hold = rng.uniform(1.0, 2.5 * s.lease_ttl)
         start = time.time()
         target, heal = inject(r, kind, rng)
