@@ -54,6 +54,16 @@ COLUMNS: dict[str, list[tuple[str, str, str, bool]]] = {
         ("errors", "errors", "{}", False),
         ("held_locks", "held locks", "{}", False),
     ],
+    "admin-scale": [
+        ("startup_s", "start-up s", "{:.1f}", False),
+        ("rss_ready_mb", "RSS ready MB", "{:.0f}", False),
+        ("rss_peak_mb", "RSS peak MB", "{:.0f}", False),
+        ("prefix_p50_ms", "prefix p50 ms", "{:.1f}", False),
+        ("list_p50_ms", "list p50 ms", "{:.0f}", False),
+        ("list_listed", "listed", "{}", False),
+        ("list_mb", "list MB", "{:.1f}", False),
+        ("idle_cpu_pct", "idle CPU %", "{:.1f}", False),
+    ],
     "crash": [
         ("sigkill_s", "SIGKILL holder s", "{:.3f}", True),
         ("clean_stop_s", "clean stop s", "{:.3f}", True),
@@ -137,6 +147,22 @@ class Report:
                     ok,
                 )
             )
+        ad = self.scenario("admin-scale")
+        if ad is not None and "lockd" in ad.metrics:
+            from lockd.bench.scenarios.admin_scale import FLOOR_LIST_P50_S, FLOOR_RSS_MB
+
+            view = ad.metrics["lockd"]
+            locks = f"{ad.params['locks']:,} locks"
+            list_s = view["list_p50_ms"] / 1000.0
+            self.floors.append(
+                Floor(f"{locks}: list p50 (issue 14)", f"<= {FLOOR_LIST_P50_S:g} s", f"{list_s:.2f} s",
+                      list_s <= FLOOR_LIST_P50_S)
+            )  # fmt: skip
+            rss = max(view["rss_ready_mb"], view["rss_peak_mb"], view["rss_idle_mb"])
+            self.floors.append(
+                Floor(f"{locks}: lockd serve RSS (issue 14)", f"<= {FLOOR_RSS_MB:g} MB", f"{rss:.0f} MB",
+                      rss <= FLOOR_RSS_MB)
+            )  # fmt: skip
         st = self.scenario("status")
         if st is not None and "lockd-status" in st.metrics:
             store = st.metrics["lockd-status"]
