@@ -153,6 +153,11 @@ class LockView:
         with self._mutex:
             return self._waiters(name)
 
+    def waiter_counts(self) -> dict[str, int]:
+        """Waiters per lock name, names without any left out: one hold of the mutex for a whole listing."""
+        with self._mutex:
+            return {name: count for name in self._queues if (count := self._waiters(name))}
+
     def _waiters(self, name: str) -> int:
         """Queue entries of ``name`` but the holder's own (kept while held by a holder that came by the queue)."""
         queue = self._queues.get(name)

@@ -43,6 +43,27 @@ COLUMNS: dict[str, list[tuple[str, str, str, bool]]] = {
         ("loser_calls_mean", "etcd calls/loser", "{:.2f}", False),
         ("loser_call_ms_p50", "loser p50 ms", "{:.2f}", False),
     ],
+    "waiters": [
+        ("conns_waiting", "conns", "{}", True),
+        ("fds_waiting", "fds", "{}", False),
+        ("rss_waiting_mb", "RSS MB", "{:.0f}", True),
+        ("served_of", "served", "{}", False),
+        ("served_s", "served s", "{:.2f}", True),
+        ("handoff_p50_ms", "handoff p50 ms", "{:.1f}", True),
+        ("handoff_p99_ms", "handoff p99 ms", "{:.1f}", True),
+        ("errors", "errors", "{}", False),
+        ("held_locks", "held locks", "{}", False),
+    ],
+    "admin-scale": [
+        ("startup_s", "start-up s", "{:.1f}", False),
+        ("rss_ready_mb", "RSS ready MB", "{:.0f}", False),
+        ("rss_peak_mb", "RSS peak MB", "{:.0f}", False),
+        ("prefix_p50_ms", "prefix p50 ms", "{:.1f}", False),
+        ("list_p50_ms", "list p50 ms", "{:.0f}", False),
+        ("list_listed", "listed", "{}", False),
+        ("list_mb", "list MB", "{:.1f}", False),
+        ("idle_cpu_pct", "idle CPU %", "{:.1f}", False),
+    ],
     "crash": [
         ("sigkill_s", "SIGKILL holder s", "{:.3f}", True),
         ("clean_stop_s", "clean stop s", "{:.3f}", True),
@@ -106,6 +127,42 @@ class Report:
                     lockd["leases_live"] <= processes,
                 )
             )
+        fd = self.scenario("waiters/fd-floor")
+        lockd, _ = _pair(fd)
+        if lockd is not None:
+            from lockd.bench.scenarios.waiters import FLOOR_MAX_CONNECTIONS
+
+            ok = (
+                "crashed" not in lockd
+                and bool(lockd.get("all_served"))
+                and not lockd.get("lock_lost")
+                and lockd.get("conns_waiting", FLOOR_MAX_CONNECTIONS + 1) <= FLOOR_MAX_CONNECTIONS
+            )
+            self.floors.append(
+                Floor(
+                    f"{fd.params['waiters']:,} waiting threads at fd limit {fd.params['fd_limit']} (issue 14)",
+                    f"all served, no lock lost, <= {FLOOR_MAX_CONNECTIONS} conns",
+                    f"served {lockd.get('served_of', '-')}, held locks {lockd.get('held_locks', '-')}, "
+                    f"{lockd.get('conns_waiting', '-')} conns",
+                    ok,
+                )
+            )
+        ad = self.scenario("admin-scale")
+        if ad is not None and "lockd" in ad.metrics:
+            from lockd.bench.scenarios.admin_scale import FLOOR_LIST_P50_S, FLOOR_RSS_MB
+
+            view = ad.metrics["lockd"]
+            locks = f"{ad.params['locks']:,} locks"
+            list_s = view["list_p50_ms"] / 1000.0
+            self.floors.append(
+                Floor(f"{locks}: list p50 (issue 14)", f"<= {FLOOR_LIST_P50_S:g} s", f"{list_s:.2f} s",
+                      list_s <= FLOOR_LIST_P50_S)
+            )  # fmt: skip
+            rss = max(view["rss_ready_mb"], view["rss_peak_mb"], view["rss_idle_mb"])
+            self.floors.append(
+                Floor(f"{locks}: lockd serve RSS (issue 14)", f"<= {FLOOR_RSS_MB:g} MB", f"{rss:.0f} MB",
+                      rss <= FLOOR_RSS_MB)
+            )  # fmt: skip
         st = self.scenario("status")
         if st is not None and "lockd-status" in st.metrics:
             store = st.metrics["lockd-status"]
@@ -154,7 +211,7 @@ class Report:
         if self.floors:
             lines.append("")
             lines.append(
-                "== floors (issue 2, and the status floors; against stock measured in this run; information only)"
+                "== floors (issues 2 and 14, and status; against stock measured in this run; information only)"
             )
             width = max(len(f.name) for f in self.floors)
             need = max(len(f.required) for f in self.floors)
@@ -215,7 +272,7 @@ def _fmt(fmt: str, value: Any) -> str:
 
 
 def _scenario_table(s: ScenarioResult) -> list[str]:
-    columns = COLUMNS.get(s.name)
+    columns = COLUMNS.get(s.name) or COLUMNS.get(s.name.split("/")[0])
     if columns is None:
         keys = sorted({k for metrics in s.metrics.values() for k, v in metrics.items() if not isinstance(v, dict)})
         columns = [(k, k, "{:.4g}", False) for k in keys]

@@ -9,7 +9,7 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from lockd.bench import etcd_admin
@@ -18,8 +18,10 @@ from lockd.bench.report import Report
 from lockd.bench.result import ScenarioResult
 from lockd.bench.targets import FLOOR, LOCKD, OSLO, TOOZ, TargetSpec, parse_endpoint
 
-#: Scenario names in the order they run; ``--scenario`` picks a subset.
+#: Scenario names in the order they run by default; ``--scenario`` picks a subset.
 SCENARIOS = ("uncontended", "contention", "leases", "crash", "status")
+#: Long scenarios (many minutes at their default sizes) that run only when named.
+EXTRA_SCENARIOS = ("waiters", "admin-scale")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +39,11 @@ class BenchConfig:
     status_ops: int = 500
     status_racers: int = 32
     status_rounds: int = 5
+    waiters: tuple[int, ...] = (1, 100, 1000, 5000)
+    waiter_modes: tuple[str, ...] = ("threads", "eventlet")
+    waiters_fd_floor: bool = True
+    serve_timeout: float = 300.0
+    admin_locks: int = 100_000
 
 
 @contextlib.contextmanager
@@ -77,14 +84,36 @@ def run(config: BenchConfig, progress: bool = False, log: TextIO = sys.stderr) -
         for name in config.scenarios:
             say(f"scenario {name} ...")
             started = time.monotonic()
-            result = _run_scenario(name, config, spec)
-            result.params["duration_s"] = round(time.monotonic() - started, 1)
-            report.scenarios.append(result)
+            results = _run_scenario(name, config, spec, say)
+            for result in results:
+                result.params.setdefault("duration_s", round(time.monotonic() - started, 1))
+            report.scenarios.extend(results)
         report.check_floors()
         return report
 
 
-def _run_scenario(name: str, config: BenchConfig, spec: dict[str, TargetSpec]) -> ScenarioResult:
+def _run_scenario(
+    name: str, config: BenchConfig, spec: dict[str, TargetSpec], say: Callable[[str], None]
+) -> list[ScenarioResult]:
+    if name == "waiters":
+        from lockd.bench.scenarios import waiters
+
+        return waiters.run(
+            [spec[LOCKD], spec[TOOZ]],
+            config.waiters,
+            config.waiter_modes,
+            config.serve_timeout,
+            floor_run=config.waiters_fd_floor,
+            say=say,
+        )
+    if name == "admin-scale":
+        from lockd.bench.scenarios import admin_scale
+
+        return [admin_scale.run(spec[LOCKD].endpoint, config.admin_locks, say=say)]
+    return [_run_classic(name, config, spec)]
+
+
+def _run_classic(name: str, config: BenchConfig, spec: dict[str, TargetSpec]) -> ScenarioResult:
     if name == "uncontended":
         from lockd.bench.scenarios import uncontended
 

@@ -18,6 +18,18 @@ from tooz import ToozError
 from lockd.errors import UsageError
 
 _SCENARIOS = ("uncontended", "contention", "leases", "crash", "status")
+_LONG_SCENARIOS = ("waiters", "admin-scale")  # minutes at their default sizes: only when named
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    """``1,100,1000``: positive whole numbers separated by commas."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: every count must be at least 1")
+    return values
 
 
 def _positive_int(text: str) -> int:
@@ -52,8 +64,9 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--backend-url", help="lockd+etcd3+http://HOST:PORT of an etcd to use (default: start one)")
     p.add_argument(
-        "--scenario", action="append", choices=_SCENARIOS, metavar="NAME",
-        help=f"run only this scenario (repeatable): {', '.join(_SCENARIOS)}; default all",
+        "--scenario", action="append", choices=_SCENARIOS + _LONG_SCENARIOS, metavar="NAME",
+        help=f"run only this scenario (repeatable): {', '.join(_SCENARIOS)} (default: these), "
+        f"and the long ones, run only when named: {', '.join(_LONG_SCENARIOS)}",
     )  # fmt: skip
     p.add_argument("--processes", type=_positive_int, default=8, help="contending processes (default 8)")
     p.add_argument("--cycles", type=_positive_int, default=100, help="cycles per contending process (default 100)")
@@ -69,6 +82,26 @@ def register(subparsers: Any) -> None:
     p.add_argument("--status-ops", type=_positive_int, default=500, help="status transitions (default 500)")
     p.add_argument("--status-racers", type=_positive_int, default=32, help="processes in the status race (32)")
     p.add_argument("--status-rounds", type=_positive_int, default=5, help="status race rounds (default 5)")
+    p.add_argument(
+        "--waiters", type=_counts, default=(1, 100, 1000, 5000), metavar="N,N,...",
+        help="waiters scenario: waiting threads per process, one run each (default 1,100,1000,5000)",
+    )  # fmt: skip
+    p.add_argument(
+        "--waiter-mode", action="append", choices=("threads", "eventlet"),
+        help="waiters scenario: OS threads and/or eventlet green threads (repeatable; default both)",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-fd-floor", action="store_true",
+        help="waiters scenario: skip the run of 1,200 waiters under a descriptor limit of 256",
+    )  # fmt: skip
+    p.add_argument(
+        "--serve-timeout", type=_seconds(1.0), default=300.0,
+        help="waiters scenario: how long to wait for all waiters to be served (default 300 s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--admin-locks", type=_positive_int, default=100_000,
+        help="admin-scale scenario: locks held while lockd serve is measured (default 100000)",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
     p.add_argument("--plot", metavar="FILE.png", help="also write a PNG of latency distributions and fairness")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -92,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     chosen = tuple(dict.fromkeys(args.scenario)) if args.scenario else _SCENARIOS
     config = runner.BenchConfig(
         backend_url=args.backend_url,
-        scenarios=tuple(s for s in runner.SCENARIOS if s in chosen),
+        scenarios=tuple(s for s in runner.SCENARIOS + runner.EXTRA_SCENARIOS if s in chosen),
         processes=args.processes,
         cycles=args.cycles,
         hold_ms=args.hold_ms,
@@ -102,6 +135,11 @@ def run(args: argparse.Namespace) -> int:
         status_ops=args.status_ops,
         status_racers=args.status_racers,
         status_rounds=args.status_rounds,
+        waiters=args.waiters,
+        waiter_modes=tuple(dict.fromkeys(args.waiter_mode)) if args.waiter_mode else ("threads", "eventlet"),
+        waiters_fd_floor=not args.no_fd_floor,
+        serve_timeout=args.serve_timeout,
+        admin_locks=args.admin_locks,
     )
     try:
         report = runner.run(config, progress=not args.quiet and not args.json, log=sys.stderr)
