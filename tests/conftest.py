@@ -30,6 +30,15 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdMember]:
 
 
 @pytest.fixture
+def own_etcd(tmp_path: Path) -> Iterator[EtcdMember]:
+    """A single-member etcd of this test's own, which it may stop, wipe or restore (another cluster than ``etcd``)."""
+    member = EtcdMember("own", tmp_path / "own-etcd" / "data")
+    member.start()
+    yield member
+    member.stop()
+
+
+@pytest.fixture
 def etcd_url(etcd: EtcdMember) -> str:
     """The lockd URL of the session etcd (short lease so expiry tests stay quick)."""
     if not etcd.running():

@@ -8,7 +8,6 @@ Waits are deadlines on what the reader sees (2 s for a change to show, as the co
 from __future__ import annotations
 
 import datetime
-import time
 import urllib.parse
 
 import httpx
@@ -68,7 +67,6 @@ def test_a_lock_appears_its_waiters_move_and_release_removes_it_without_reload(
     second = WorkerProcess(console.backend_url, lock_name, "hold")
     workers.append(second)
     wait_for(lambda: (r := _row(driver, lock_name)) and r["waiters"] == "1", 30, "the waiter to queue")
-    detail_seen_at = time.monotonic()
 
     first.finish()
     first.wait_event("released")
@@ -82,7 +80,6 @@ def test_a_lock_appears_its_waiters_move_and_release_removes_it_without_reload(
     second.wait_event("released")
     wait_for(lambda: _row(driver, lock_name) is None, SHOWS_WITHIN, "the released lock to leave the page")
     assert _same_document(driver), "the page reloaded instead of updating in place"
-    assert time.monotonic() - detail_seen_at < 60
 
 
 def test_the_lock_page_lists_waiters_in_queue_order(driver, console: Console, workers: list, lock_name: str) -> None:

@@ -8,10 +8,6 @@ refused as NOT_OWNER.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 import tooz.coordination
 
 from lockd.etcd.client import EtcdClient
@@ -21,18 +17,10 @@ from lockd.status.etcd_store import EtcdStatusStore
 from tests.etcd_process import EtcdMember
 
 
-@pytest.fixture
-def status_cluster(tmp_path: Path) -> Iterator[EtcdMember]:
-    member = EtcdMember("statuses", tmp_path / "statuses" / "data")
-    member.start()
-    yield member
-    member.stop()
-
-
-def test_fenced_writes_with_a_lock_of_another_cluster(etcd_url: str, status_cluster: EtcdMember) -> None:
+def test_fenced_writes_with_a_lock_of_another_cluster(etcd_url: str, own_etcd: EtcdMember) -> None:
     coord = tooz.coordination.get_coordinator(etcd_url, b"other-cluster")
     coord.start()
-    store = EtcdStatusStore(EtcdClient(parse_backend_url(f"lockd+etcd3+http://{status_cluster.endpoint}")), True)
+    store = EtcdStatusStore(EtcdClient(parse_backend_url(f"lockd+etcd3+http://{own_etcd.endpoint}")), True)
     try:
         lock = coord.get_lock(b"vol-on-a")
         assert lock.acquire(blocking=5)

@@ -36,14 +36,6 @@ def header(member: EtcdMember) -> dict[str, str]:
         return json.loads(answer.read())["header"]
 
 
-@pytest.fixture
-def etcd_member(tmp_path: Path) -> Iterator[EtcdMember]:
-    member = EtcdMember("epochs", tmp_path / "etcd" / "data")
-    member.start()
-    yield member
-    member.stop()
-
-
 class Holder:
     """A lockd coordinator on ``member`` that takes the lock and writes the volume's status fenced by it."""
 
@@ -83,26 +75,26 @@ def bump_revision(member: EtcdMember, to: int) -> None:
 
 
 def test_a_rebuilt_cluster_is_refused_until_its_epoch_is_adopted(
-    etcd_member: EtcdMember, database: str, holders: list[Holder]
+    own_etcd: EtcdMember, database: str, holders: list[Holder]
 ) -> None:
     def hold() -> Holder:
-        holders.append(Holder(etcd_member, volume))
+        holders.append(Holder(own_etcd, volume))
         return holders[-1]
 
     store = SqlStatusStore(database)
     volume = f"vol-{id(store):x}"
     old = hold()
     assert old.write(store, volume, "creating").ok
-    old_token, old_epoch, old_cluster = old.token, old.epoch, header(etcd_member)["cluster_id"]
+    old_token, old_epoch, old_cluster = old.token, old.epoch, header(own_etcd)["cluster_id"]
     old.stop()
 
     # Rebuilt from scratch with the same configuration: same cluster_id, revisions from 1 again.
-    etcd_member.stop()
-    shutil.rmtree(etcd_member.data_dir)
-    etcd_member.start()
-    assert header(etcd_member)["cluster_id"] == old_cluster  # why lockd keeps an epoch of its own
+    own_etcd.stop()
+    shutil.rmtree(own_etcd.data_dir)
+    own_etcd.start()
+    assert header(own_etcd)["cluster_id"] == old_cluster  # why lockd keeps an epoch of its own
 
-    bump_revision(etcd_member, old_token + 10)  # the new cluster's tokens are now *above* the old high-water mark
+    bump_revision(own_etcd, old_token + 10)  # the new cluster's tokens are now *above* the old high-water mark
     new = hold()
     assert new.lock.token > old_token and new.lock.epoch != old_epoch
     refused = new.write(store, volume, "available")
@@ -119,10 +111,10 @@ def test_a_rebuilt_cluster_is_refused_until_its_epoch_is_adopted(
 
 
 def test_a_restored_snapshot_needs_a_rotated_epoch(
-    etcd_member: EtcdMember, database: str, tmp_path: Path, holders: list[Holder]
+    own_etcd: EtcdMember, database: str, tmp_path: Path, holders: list[Holder]
 ) -> None:
     def hold() -> Holder:
-        holders.append(Holder(etcd_member, volume))
+        holders.append(Holder(own_etcd, volume))
         return holders[-1]
 
     if shutil.which("etcdctl") is None:
@@ -135,7 +127,7 @@ def test_a_restored_snapshot_needs_a_rotated_epoch(
     first.stop()
     snapshot = tmp_path / "snap.db"
     subprocess.run(
-        ["etcdctl", "--endpoints", etcd_member.client_url, "snapshot", "save", str(snapshot)],
+        ["etcdctl", "--endpoints", own_etcd.client_url, "snapshot", "save", str(snapshot)],
         check=True,
         capture_output=True,
     )
@@ -143,10 +135,10 @@ def test_a_restored_snapshot_needs_a_rotated_epoch(
     assert later.write(sql, volume, "available").ok
     high = later.lock.token
     later.stop()
-    assert int(header(etcd_member)["revision"]) > high
+    assert int(header(own_etcd)["revision"]) > high
 
-    etcd_member.stop()
-    shutil.rmtree(etcd_member.data_dir)
+    own_etcd.stop()
+    shutil.rmtree(own_etcd.data_dir)
     subprocess.run(
         [
             "etcdctl",
@@ -154,21 +146,21 @@ def test_a_restored_snapshot_needs_a_rotated_epoch(
             "restore",
             str(snapshot),
             "--data-dir",
-            str(etcd_member.data_dir),
+            str(own_etcd.data_dir),
             "--name",
-            etcd_member.name,
+            own_etcd.name,
             "--initial-cluster",
-            etcd_member.initial_cluster,
+            own_etcd.initial_cluster,
             "--initial-cluster-token",
-            etcd_member.cluster_token,
+            own_etcd.cluster_token,
             "--initial-advertise-peer-urls",
-            etcd_member.peer_url,
+            own_etcd.peer_url,
         ],
         check=True,
         capture_output=True,
     )
-    etcd_member.start()
-    assert int(header(etcd_member)["revision"]) < high  # revisions went back
+    own_etcd.start()
+    assert int(header(own_etcd)["revision"]) < high  # revisions went back
 
     # Without the operator, the restored cluster keeps the snapshot's epoch and issues the same revisions again:
     # the same steps as before the restore get the very token the store last saw, and the store cannot tell the
