@@ -3,7 +3,8 @@
 LockdError                      (base; also a tooz.ToozError so tooz callers catch it)
 ├── UsageError                  the caller's fault: bad name, URL or option (ValueError too; HTTP 422, exit 2)
 ├── BackendError                etcd failed or is unreachable (tooz.ToozConnectionError; HTTP 503, exit 1)
-│   └── BackendTimeout          no answer within request_timeout from any endpoint
+│   ├── BackendTimeout          no answer within request_timeout from any endpoint
+│   └── ResourceExhausted       this process is out of descriptors or memory for a new connection
 ├── LockAcquireFailed           a lock could not be taken (also tooz's LockAcquireFailed)
 ├── LockLost                    a held lock's lease ran out or the lock was broken while it was held
 ├── SessionExpired              the session lease is gone; the next acquire starts a new session
@@ -42,6 +43,11 @@ class BackendError(LockdError, ToozConnectionError):
 
 class BackendTimeout(BackendError, OperationTimedOut):
     """No etcd endpoint answered in time; whether a write landed is unknown."""
+
+
+class ResourceExhausted(BackendError):
+    """The process could not open a connection (EMFILE, ENOMEM...): no member would do better, so nothing fails
+    over; the request was not sent. Locks already held keep their lease on the session's own connection."""
 
 
 class LockAcquireFailed(LockdError, _ToozLockAcquireFailed):

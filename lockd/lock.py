@@ -67,7 +67,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from lockd.errors import BackendError, SessionExpired, UsageError
+from lockd.errors import BackendError, ResourceExhausted, SessionExpired, UsageError
 from lockd.etcd import keys
 from lockd.etcd.client import KeyValue, TxnResult, cmp_create, cmp_value, op_delete, op_put, op_range
 from lockd.etcd.watch import StreamBroken
@@ -367,11 +367,14 @@ class Mutex:
         take is safe: if the first landed unanswered, the lock key carries our waiter id.
         Raises:
             SessionExpired: the lease was lost meanwhile (the caller queues again on a new session).
+            ResourceExhausted: the process is out of descriptors or memory; not retried.
             BackendError: the wait's deadline passed first.
         """
         while True:
             try:
                 return call()
+            except ResourceExhausted:
+                raise  # the process, not etcd: waiting here would only spin (the caller's acquire fails)
             except BackendError as exc:
                 if not session.alive():
                     raise SessionExpired(f"session lost while waiting for {self.name!r}") from exc
@@ -392,6 +395,8 @@ class Mutex:
         client = session.client
         try:
             stream = client.watch(key, filters=("NOPUT",))
+        except ResourceExhausted:
+            raise
         except BackendError:
             return "broken"  # the client moved to another member; the take re-reads there
         try:
@@ -401,6 +406,8 @@ class Mutex:
                 if any(event.deleted for event in batch):
                     return "deleted"
             return "timeout"
+        except ResourceExhausted:
+            raise
         except (BackendError, StreamBroken):
             return "broken"
         finally:

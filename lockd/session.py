@@ -91,7 +91,7 @@ class Session:
         }
         put = op_put(keys.member_key(self.member), json.dumps(record).encode(), self.lease_id)
         creation = epoch.Creation.new(self.member)
-        result = self.client.txn(creation.compare, [*creation.success, put], [*creation.failure, put])
+        result = self.client.txn(creation.compare, [*creation.success, put], [*creation.failure, put], urgent=True)
         self.epoch = creation.outcome(result)
 
     # -- state ----------------------------------------------------------------------------------------------
@@ -180,7 +180,7 @@ class Session:
             pending, self._deferred = self._deferred, []
         for i, (key, guard) in enumerate(pending):
             try:
-                self.client.txn(guard, [op_delete(key)])
+                self.client.txn(guard, [op_delete(key)], urgent=True)
             except BackendError:
                 with self._mutex:
                     self._deferred.extend(pending[i:])

@@ -27,7 +27,7 @@ from typing import Any
 from lockd.errors import BackendError
 from lockd.etcd import keys
 from lockd.etcd.client import EtcdClient, KeyValue, b64
-from lockd.etcd.watch import Event, StreamBroken, WatchStream
+from lockd.etcd.watch import Event, StreamBroken, Watch
 from lockd.lock import Holder
 
 LOG = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class LockView:
         self._error: str | None = "the lock view has not read etcd yet"
         self._synced = threading.Event()
         self._stop = threading.Event()
-        self._stream: WatchStream | None = None
+        self._stream: Watch | None = None
         self._thread = threading.Thread(target=self._run, name="lockd-api-view", daemon=True)
 
     # -- lifecycle ------------------------------------------------------------------------------------------

@@ -1,15 +1,25 @@
-"""The only code that talks to etcd: its v3 JSON gateway over persistent HTTP connections, with failover.
+"""The only code that talks to etcd: its v3 JSON gateway over a few kept-alive connections, with failover.
 
 Why not etcd3gw: about half of each etcd3gw call is `requests` overhead (see ANCHORS.md), and a lock
-acquire+release is two calls on the hot path. `http.client` with one kept-alive connection per thread and
-endpoint costs ~0.4 ms per call on loopback.
+acquire+release is two calls on the hot path. ``http.client`` on a kept-alive connection costs ~0.4 ms per call
+on loopback.
+
+Connections (issue 14: a process's connections must not grow with its waiting threads):
+- unary requests borrow one of ``REQUEST_CONNECTIONS`` pooled connections for the length of one request
+  (lockd.etcd.pool), whatever the number of threads or green threads;
+- the session's upkeep (lease grant, keepalive, revoke, deferred cleanups) has a connection of its own
+  (``urgent=True``), so a burst of waiters can never hold up a keepalive, and one opened when the session
+  starts, before a process short of descriptors could be refused a new one;
+- every watch goes over one WebSocket per member (lockd.etcd.watch).
+So a client holds at most ``REQUEST_CONNECTIONS`` + 2 connections to its current member. A process out of
+descriptors gets ResourceExhausted for the request that needed a new connection; nothing fails over.
 
 Failover: one endpoint is current for the whole client. A connection failure, a timeout or a 5xx answer
 (etcd's "no leader", "request timed out") moves the client to the next endpoint and repeats the request
 there, once per endpoint. A repeated write may have landed the first time: callers that write make their
 writes idempotent or recognise their own result by something only that call wrote (a per-call id, see
 lock.py and lockd.status.etcd_store); ``TxnResult.repeated`` says when a txn was sent more than once.
-Streaming watches on a failed endpoint are closed so their waiters re-read and re-watch through a live member.
+The watch stream of a failed endpoint is closed so its waiters re-read and re-watch through a live member.
 """
 
 from __future__ import annotations
@@ -23,8 +33,9 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from lockd.errors import BackendError, BackendTimeout
-from lockd.etcd.watch import WatchStream
+from lockd.errors import BackendError, BackendTimeout, ResourceExhausted
+from lockd.etcd.pool import ConnectionPool, exhausted
+from lockd.etcd.watch import Watch, WatchHub
 from lockd.etcd.wire import KeyValue, b64
 from lockd.options import BackendOptions
 
@@ -36,6 +47,9 @@ LOG = logging.getLogger(__name__)
 _RETRY_ON_OTHER_MEMBER = {4, 10, 14}
 # gRPC NotFound: e.g. a lease that already expired.
 GRPC_NOT_FOUND = 5
+#: Pooled connections for unary requests per client. A request holds one for about a millisecond, so eight
+#: serve hundreds of threads (`lockd bench --scenario waiters`); the issue's floor is 16 in all.
+REQUEST_CONNECTIONS = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,10 +121,11 @@ class EtcdClient:
         self.options = options
         self._on_failure = on_failure
         self._current = 0
-        self._local = threading.local()
         self._ssl = self._ssl_context() if options.https else None
-        self._watches: set[WatchStream] = set()
-        self._watches_lock = threading.Lock()
+        self._requests = ConnectionPool(REQUEST_CONNECTIONS, self._new_connection)
+        self._upkeep = ConnectionPool(1, self._new_connection)
+        self._hubs: dict[int, WatchHub] = {}
+        self._hubs_lock = threading.Lock()
         self._closed = False
 
     # -- connections ----------------------------------------------------------------------------------------
@@ -125,27 +140,17 @@ class EtcdClient:
         host, port = self.options.endpoints[self._current if index is None else index]
         return f"{self.options.scheme}://{host}:{port}"
 
-    def new_connection(self, index: int, timeout: float) -> http.client.HTTPConnection:
+    def _new_connection(self, index: int, timeout: float) -> http.client.HTTPConnection:
         host, port = self.options.endpoints[index]
         if self._ssl is not None:
             return http.client.HTTPSConnection(host, port, timeout=timeout, context=self._ssl)
         return http.client.HTTPConnection(host, port, timeout=timeout)
 
-    def _connection(self, index: int, timeout: float) -> http.client.HTTPConnection:
-        conns: dict[int, http.client.HTTPConnection] = self._local.__dict__.setdefault("conns", {})
-        conn = conns.get(index)
-        if conn is None:
-            conn = conns[index] = self.new_connection(index, timeout)
-        conn.timeout = timeout
-        if conn.sock is not None:
-            conn.sock.settimeout(timeout)
-        return conn
-
-    def _drop_connection(self, index: int) -> None:
-        conns = self._local.__dict__.get("conns", {})
-        conn = conns.pop(index, None)
-        if conn is not None:
-            conn.close()
+    def connections(self) -> int:
+        """Connections this client keeps open now (idle pooled ones and watch streams): tests, the bench."""
+        with self._hubs_lock:
+            hubs = sum(1 for hub in self._hubs.values() if not hub.closed)
+        return self._requests.open_connections() + self._upkeep.open_connections() + hubs
 
     def _fail_over(self, failed: int) -> None:
         """Move the whole client off a member that did not answer, and wake waiters watching through it."""
@@ -154,20 +159,29 @@ class EtcdClient:
         if self._current == failed and len(self.options.endpoints) > 1:
             self._current = (failed + 1) % len(self.options.endpoints)
             LOG.warning("etcd %s failed; moving to %s", self.endpoint_name(failed), self.endpoint_name())
+        self._requests.drop_member(failed)
+        self._upkeep.drop_member(failed)
         self.close_watches(endpoint=failed)
 
     # -- requests -------------------------------------------------------------------------------------------
 
-    def call(self, path: str, body: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+    def call(
+        self, path: str, body: dict[str, Any], timeout: float | None = None, urgent: bool = False
+    ) -> dict[str, Any]:
         """POST ``/v3/<path>`` and return the decoded answer, trying every member once.
 
+        ``urgent``: the session's upkeep, sent on its own connection (see the module doc).
         Raises:
-            BackendTimeout: no member answered within ``timeout`` (default: the request timeout).
+            BackendTimeout: no member answered within ``timeout`` (default: the request timeout), or every pooled
+                connection stayed busy that long.
+            ResourceExhausted: the process could not open a connection; nothing was sent, nothing failed over.
             BackendError: no member could be reached, or etcd refused the request (EtcdRequestError).
         """
-        return self._call(path, body, timeout)[0]
+        return self._call(path, body, timeout, urgent)[0]
 
-    def _call(self, path: str, body: dict[str, Any], timeout: float | None = None) -> tuple[dict[str, Any], bool]:
+    def _call(
+        self, path: str, body: dict[str, Any], timeout: float | None = None, urgent: bool = False
+    ) -> tuple[dict[str, Any], bool]:
         """``call``, also saying whether the request may have reached etcd more than once."""
         if self._closed:
             raise BackendError("etcd client is closed")
@@ -176,38 +190,44 @@ class EtcdClient:
         timed_out = False
         last_error = "no endpoint"
         sends = [0]  # bumped by _post each time the request goes out on a connection
+        pool = self._upkeep if urgent else self._requests
         for _ in range(len(self.options.endpoints)):
             index = self._current
             try:
-                return self._post(index, path, payload, timeout, sends), sends[0] > 1
+                return self._post(pool, index, path, payload, timeout, sends), sends[0] > 1
             except TimeoutError as exc:
                 timed_out, last_error = True, f"timed out after {timeout:g}s: {exc}"
-            except (OSError, http.client.HTTPException) as exc:
+            except OSError as exc:
+                if exhausted(exc):
+                    raise ResourceExhausted(f"cannot reach etcd for /v3/{path}: {exc}") from exc
+                last_error = f"{type(exc).__name__}: {exc}"
+            except http.client.HTTPException as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
             except _RetryOnOtherMember as exc:
                 last_error = str(exc)
-            self._drop_connection(index)
             self._fail_over(index)
         where = ",".join(self.endpoint_name(i) for i in range(len(self.options.endpoints)))
         if timed_out:
             raise BackendTimeout(f"etcd did not answer /v3/{path}: {last_error}", where)
         raise BackendError(f"etcd unreachable for /v3/{path}: {last_error}", where)
 
-    def _post(self, index: int, path: str, payload: bytes, timeout: float, sends: list[int]) -> dict[str, Any]:
-        conn = self._connection(index, timeout)
-        for attempt in (0, 1):
-            try:
-                sends[0] += 1
-                conn.request("POST", "/v3/" + path, payload, {"Content-Type": "application/json"})
-                response = conn.getresponse()
-                data = response.read()
-                break
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                # A kept-alive connection the server closed while idle: reconnect once, same member.
-                self._drop_connection(index)
-                conn = self._connection(index, timeout)
-                if attempt:
-                    raise
+    def _post(
+        self, pool: ConnectionPool, index: int, path: str, payload: bytes, timeout: float, sends: list[int]
+    ) -> dict[str, Any]:
+        with pool.borrow(index, timeout) as conn:
+            for attempt in (0, 1):
+                try:
+                    sends[0] += 1
+                    conn.request("POST", "/v3/" + path, payload, {"Content-Type": "application/json"})
+                    response = conn.getresponse()
+                    data = response.read()
+                    break
+                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                    # A kept-alive connection the server closed while idle: reconnect once, same member
+                    # (http.client opens a closed connection again on the next request).
+                    conn.close()
+                    if attempt:
+                        raise
         try:
             answer = json.loads(data) if data else {}
         except ValueError:
@@ -231,9 +251,10 @@ class EtcdClient:
         success: list[dict[str, Any]],
         failure: list[dict[str, Any]] | None = None,
         timeout: float | None = None,
+        urgent: bool = False,
     ) -> TxnResult:
         body = {"compare": compare, "success": success, "failure": failure or []}
-        answer, repeated = self._call("kv/txn", body, timeout)
+        answer, repeated = self._call("kv/txn", body, timeout, urgent)
         return TxnResult(
             succeeded=bool(answer.get("succeeded", False)),
             revision=int(answer.get("header", {}).get("revision", 0)),
@@ -260,20 +281,20 @@ class EtcdClient:
 
     def lease_grant(self, ttl: float) -> tuple[int, float]:
         """A new lease; returns its id and the TTL etcd granted (it raises TTLs below its minimum)."""
-        answer = self.call("lease/grant", {"TTL": str(max(1, round(ttl)))})
+        answer = self.call("lease/grant", {"TTL": str(max(1, round(ttl)))}, urgent=True)
         if answer.get("error"):
             raise BackendError(f"etcd refused a lease: {answer['error']}", self.endpoint_name())
         return int(answer["ID"]), float(answer.get("TTL", ttl))
 
     def lease_keepalive(self, lease_id: int, timeout: float | None = None) -> float:
         """Refresh a lease; returns the TTL it has now, 0 if etcd no longer knows it."""
-        answer = self.call("lease/keepalive", {"ID": str(lease_id)}, timeout)
+        answer = self.call("lease/keepalive", {"ID": str(lease_id)}, timeout, urgent=True)
         return float(answer.get("result", {}).get("TTL", 0))
 
     def lease_revoke(self, lease_id: int, timeout: float | None = None) -> bool:
         """Revoke a lease (deleting its keys); False if it was already gone."""
         try:
-            self.call("lease/revoke", {"ID": str(lease_id)}, timeout)
+            self.call("lease/revoke", {"ID": str(lease_id)}, timeout, urgent=True)
         except EtcdRequestError as exc:
             if exc.code == GRPC_NOT_FOUND:
                 return False
@@ -301,32 +322,41 @@ class EtcdClient:
         end: bytes | None = None,
         start_revision: int | None = None,
         filters: Sequence[str] = (),
-    ) -> WatchStream:
-        """Open a watch on the current member (see lockd.etcd.watch); failover and session loss abort it.
+    ) -> Watch:
+        """Open a watch on the current member's shared stream (lockd.etcd.watch); failover and session loss end it.
 
         Raises:
+            ResourceExhausted: no descriptor for the stream's socket (nothing fails over).
             BackendError: the member did not accept the watch; the client has moved to the next member.
         """
+        if self._closed:
+            raise BackendError("etcd client is closed")
         index = self._current
         try:
-            stream = WatchStream(self, index, key, end, start_revision, filters)
+            return self._hub(index).open(key, end, start_revision, filters)
+        except ResourceExhausted:
+            raise
         except BackendError:
             self._fail_over(index)
             raise
-        with self._watches_lock:
-            self._watches.add(stream)
-        return stream
+
+    def _hub(self, index: int) -> WatchHub:
+        """The member's watch stream, opened on first use and again after it closed."""
+        with self._hubs_lock:
+            hub = self._hubs.get(index)
+            if hub is None or hub.closed:
+                host, port = self.options.endpoints[index]
+                scheme = "wss" if self._ssl is not None else "ws"
+                url = f"{scheme}://{host}:{port}/v3/watch"
+                hub = self._hubs[index] = WatchHub(index, url, self.options.request_timeout, self._ssl)
+            return hub
 
     def close_watches(self, endpoint: int | None = None) -> None:
-        """Abort open watch streams (all, or those on one member) so their waiters re-check and re-watch."""
-        with self._watches_lock:
-            streams = [w for w in self._watches if endpoint is None or w.endpoint == endpoint]
-        for stream in streams:
-            stream.abort()
-
-    def forget_watch(self, stream: WatchStream) -> None:
-        with self._watches_lock:
-            self._watches.discard(stream)
+        """End open watches (all, or those on one member) so their waiters re-check and re-watch."""
+        with self._hubs_lock:
+            hubs = [hub for index, hub in self._hubs.items() if endpoint is None or index == endpoint]
+        for hub in hubs:
+            hub.close("closed by the client (member failed over, or session lost)")
 
     @property
     def closed(self) -> bool:
@@ -335,7 +365,8 @@ class EtcdClient:
     def close(self) -> None:
         self._closed = True
         self.close_watches()
-        self._drop_connection(self._current)
+        self._requests.close()
+        self._upkeep.close()
 
 
 class _RetryOnOtherMember(Exception):
