@@ -223,11 +223,10 @@ class EtcdClient:
                     data = response.read()
                     break
                 except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                    # A kept-alive connection the server closed while idle: reconnect once, same member
-                    # (http.client opens a closed connection again on the next request).
-                    conn.close()
+                    # A kept-alive connection the server closed while idle: reconnect once, same member.
                     if attempt:
                         raise
+                    pool.reconnect(conn)
         try:
             answer = json.loads(data) if data else {}
         except ValueError:

@@ -15,6 +15,12 @@ nothing fails over) from "this member is down" (fail over).
 
 Connections are per member; a borrowed connection goes back only after a complete answer, so an idle one never
 has a half-read response on it. Connections to a member that failed are closed by ``drop_member``.
+
+The session's pool (one connection, for its keepalive) keeps a descriptor in reserve: when that connection must
+be opened again (etcd restarted, a member failed over) in a process that has run out of descriptors, the
+reserve is closed and its number reused for the new socket, so the lease, and every lock held on it, survives
+the shortage. It is taken again at the next borrow once descriptors are free. Another thread may take the freed
+number first; then ``make_room`` (the client closes an idle request connection) frees one more.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import http.client
+import os
 import threading
 from collections.abc import Callable, Iterator
 
@@ -39,13 +46,25 @@ def exhausted(exc: BaseException) -> bool:
 class ConnectionPool:
     """At most ``size`` connections in use at once; idle ones are kept per member for reuse."""
 
-    def __init__(self, size: int, connect: Callable[[int, float], http.client.HTTPConnection]) -> None:
-        """``connect(member_index, timeout)`` makes a new (not yet connected) connection."""
+    def __init__(
+        self,
+        size: int,
+        connect: Callable[[int, float], http.client.HTTPConnection],
+        reserve: bool = False,
+        make_room: Callable[[], bool] | None = None,
+    ) -> None:
+        """``connect(member_index, timeout)`` makes a new (not yet connected) connection. ``reserve`` keeps a
+        spare descriptor for reconnecting when the process has none left, and ``make_room()`` is asked to free
+        one (True if it did) when the reserve is not enough (see the module doc)."""
         self.size = size
+        self._make_room = make_room
         self._connect = connect
         self._slots = threading.BoundedSemaphore(size)
         self._idle: dict[int, list[http.client.HTTPConnection]] = {}
         self._mutex = threading.Lock()
+        self._wants_reserve = reserve
+        self._reserve: int | None = None
+        self._take_reserve()
 
     @contextlib.contextmanager
     def borrow(self, member: int, timeout: float) -> Iterator[http.client.HTTPConnection]:
@@ -58,6 +77,8 @@ class ConnectionPool:
         if not self._slots.acquire(timeout=timeout):
             raise BackendTimeout(f"all {self.size} etcd connections of this process stayed busy for {timeout:g}s")
         conn = None
+        if self._reserve is None:
+            self._take_reserve()  # spent on a reconnect, or not available earlier: try again now
         try:
             with self._mutex:
                 idle = self._idle.get(member)
@@ -68,7 +89,7 @@ class ConnectionPool:
             if conn.sock is not None:
                 conn.sock.settimeout(timeout)
             else:
-                _connect_or_exhausted(conn)
+                self._open(conn)
             yield conn
         except BaseException:
             if conn is not None:
@@ -80,6 +101,20 @@ class ConnectionPool:
         finally:
             self._slots.release()
 
+    def reconnect(self, conn: http.client.HTTPConnection) -> None:
+        """Open a borrowed connection again (the server closed it while idle), with the same fallbacks."""
+        conn.close()
+        self._open(conn)
+
+    def shed_idle(self) -> bool:
+        """Close one idle connection (to free its descriptor for a more important one); False if none is idle."""
+        with self._mutex:
+            conn = next((idle.pop() for idle in self._idle.values() if idle), None)
+        if conn is None:
+            return False
+        conn.close()
+        return True
+
     def drop_member(self, member: int) -> None:
         """Close the idle connections to a member that failed (borrowed ones are closed by their error)."""
         with self._mutex:
@@ -90,19 +125,58 @@ class ConnectionPool:
     def close(self) -> None:
         with self._mutex:
             members = list(self._idle)
+            reserve, self._reserve, self._wants_reserve = self._reserve, None, False
         for member in members:
             self.drop_member(member)
+        if reserve is not None:
+            os.close(reserve)
 
     def open_connections(self) -> int:
         """Idle connections kept (borrowed ones are not counted): for tests and the bench."""
         with self._mutex:
             return sum(len(idle) for idle in self._idle.values())
 
+    # -- the reserve descriptor ----------------------------------------------------------------------------------
 
-def _connect_or_exhausted(conn: http.client.HTTPConnection) -> None:
-    try:
-        conn.connect()
-    except OSError as exc:
-        if exhausted(exc):
-            raise ResourceExhausted(f"cannot open a connection to etcd: {exc.strerror} (errno {exc.errno})") from exc
-        raise
+    def _take_reserve(self) -> None:
+        if not self._wants_reserve:
+            return
+        try:
+            spare = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return  # still short of descriptors: next time
+        with self._mutex:
+            if self._reserve is None and self._wants_reserve:
+                self._reserve, spare = spare, -1
+        if spare >= 0:
+            os.close(spare)
+
+    def _spend_reserve(self) -> bool:
+        with self._mutex:
+            reserve, self._reserve = self._reserve, None
+        if reserve is None:
+            return False
+        os.close(reserve)
+        return True
+
+    def _open(self, conn: http.client.HTTPConnection) -> None:
+        """Connect; out of descriptors, free one (the reserve, then ``make_room``) and try again, before giving up."""
+        error: OSError
+        try:
+            conn.connect()
+            return
+        except OSError as exc:
+            if not exhausted(exc):
+                raise
+            error = exc
+        for free_one in (self._spend_reserve, self._make_room):
+            if free_one is None or not free_one():
+                continue
+            try:
+                conn.connect()
+                return
+            except OSError as exc:
+                if not exhausted(exc):
+                    raise
+                error = exc
+        raise ResourceExhausted(f"cannot open a connection to etcd: {error.strerror} (errno {error.errno})") from error
