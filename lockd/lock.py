@@ -11,12 +11,16 @@ Keys (see lockd.etcd.keys):
 
 Acquire:
   1. One txn: if the lock key is absent *and* the queue is empty, put the lock key (uncontended: one round trip).
-     Otherwise put our queue key and read the queue and the lock key, all in the same txn.
+     Otherwise put our queue key and read the lock key and the queue's two newest entries (ours, just put, and
+     the one ahead of it), all in the same txn.
   2. If a queue entry older than ours exists, watch the newest older one for deletion (no herd: each waiter
      wakes only when its predecessor leaves). If we are first but the key is held (a holder that came by the
      fast path, or a stock tooz client), watch the lock key.
   3. Take: one txn "lock key absent, no older queue key, our queue key still there" -> put the lock key.
-     On failure the same txn returns fresh state and we go back to 2.
+     On failure the same txn returns fresh state (our entry, the newest entry older than ours, the lock key)
+     and we go back to 2.
+  Each step reads at most two queue entries, whatever the queue's length: with the whole queue read at each
+  step, N waiters cost O(N^2) keys decoded in the waiting process, which starved 1,000 waiting threads of CPU.
   4. Before saying "held", the session's lease deadline must still be ahead: a take whose answer arrived
      after it (the process frozen between send and answer) was made on a lease that is being revoked, and
      another client may hold the lock already. That take is dropped and the acquire goes on, on a new session.
@@ -125,7 +129,8 @@ class Holder:
 
 @dataclass
 class _State:
-    """What one txn told us: the queue (oldest first), the lock key, and the revision it was read at."""
+    """What one txn told us: our queue entry and the newest one ahead of it, if any (oldest first; the rest of
+    the queue is not read), the lock key, and the revision it was read at."""
 
     queue: list[KeyValue]
     lock: KeyValue | None
@@ -321,14 +326,31 @@ class Mutex:
             lock = result.kvs(0)
             return bool(lock) and self._won_if_mine(session, lock[0], waiter, None)
 
-        read_queue = self._read_queue()
+        # Our entry is the newest (put in this very txn), so the two newest are ours and the one ahead of us.
+        newest_two = self._read_queue(limit=2)
         result = client.txn(
-            no_holder_no_queue, [put_lock], [op_put(queue_key, b"", session.lease_id), read_queue, read_lock]
+            no_holder_no_queue, [put_lock], [op_put(queue_key, b"", session.lease_id), newest_two, read_lock]
         )
         if result.succeeded:
             return self._won(session, result.revision)
-        state = _State(result.kvs(1), (result.kvs(2) or [None])[0], result.revision)
+        tail = result.kvs(1)
+        mine = next((kv for kv in tail if kv.key == queue_key), None)
+        if mine is None:
+            # Only a repeated txn gets here: its first send put our entry, which keeps that older create_revision
+            # while newer ones came after it. Read our place by that revision instead.
+            mine = client.get(queue_key)
+            if mine is None:
+                raise SessionExpired(f"queue entry for {self.name!r} is gone")
+            return self._wait_in_queue(session, waiter, queue_key, self._state(session, queue_key, mine), deadline)
+        state = _State(sorted(tail, key=lambda kv: kv.create_revision), (result.kvs(2) or [None])[0], result.revision)
         return self._wait_in_queue(session, waiter, queue_key, state, deadline)
+
+    def _state(self, session: Session, queue_key: bytes, mine: KeyValue) -> _State:
+        """Our entry, the newest entry ahead of it and the lock key, read in one txn."""
+        ops = [op_range(queue_key), self._read_queue(limit=1, before=mine.create_revision), op_range(self.key)]
+        result = session.client.txn([], ops)
+        return _State(sorted([*result.kvs(1), *result.kvs(0)], key=lambda kv: kv.create_revision),
+                      (result.kvs(2) or [None])[0], result.revision)  # fmt: skip
 
     def _wait_in_queue(
         self, session: Session, waiter: str, queue_key: bytes, state: _State, deadline: float | None
@@ -383,8 +405,15 @@ class Mutex:
                 LOG.warning("waiting for %r: %s; retrying while the session lease holds", self.name, exc)
                 session.lost.wait(0.1)
 
-    def _read_queue(self) -> dict[str, Any]:
-        return op_range(self._queue_prefix, self._queue_end, keys_only=True, sort_target="CREATE")
+    def _read_queue(self, limit: int, before: int | None = None) -> dict[str, Any]:
+        """The ``limit`` newest queue entries (created before revision ``before``, if given), keys only.
+
+        etcd filters and sorts the whole range on its side (cheap in Go); what comes back is ``limit`` keys.
+        """
+        options: dict[str, Any] = {"keys_only": True, "sort_target": "CREATE", "sort_order": "DESCEND"}
+        if before is not None:
+            options["max_create_revision"] = str(before - 1)
+        return op_range(self._queue_prefix, self._queue_end, limit=str(limit), **options)
 
     def _wait_for_delete(self, session: Session, key: bytes, deadline: float | None) -> str:
         """Block until ``key`` is deleted: "deleted", "timeout", or "broken" (re-check: member or session failed).
@@ -423,12 +452,13 @@ class Mutex:
                 cmp_create(self._queue_prefix, my_revision - 1, result="GREATER", end=self._queue_end),
             ],
             [op_put(self.key, self._holder_value(waiter), session.lease_id)],
-            [self._read_queue(), op_range(self.key)],
+            [op_range(queue_key), self._read_queue(limit=1, before=my_revision), op_range(self.key)],
         )
         if result.succeeded:
             self._won(session, result.revision, queue_key)
             return None
-        return _State(result.kvs(0), (result.kvs(1) or [None])[0], result.revision)
+        queue = sorted([*result.kvs(1), *result.kvs(0)], key=lambda kv: kv.create_revision)
+        return _State(queue, (result.kvs(2) or [None])[0], result.revision)
 
     def _won(self, session: Session, token: int, queue_key: bytes | None = None) -> bool:
         with self._guard:

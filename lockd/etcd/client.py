@@ -172,8 +172,7 @@ class EtcdClient:
 
         ``urgent``: the session's upkeep, sent on its own connection (see the module doc).
         Raises:
-            BackendTimeout: no member answered within ``timeout`` (default: the request timeout), or every pooled
-                connection stayed busy that long.
+            BackendTimeout: no member answered within ``timeout`` (default: the request timeout).
             ResourceExhausted: the process could not open a connection; nothing was sent, nothing failed over.
             BackendError: no member could be reached, or etcd refused the request (EtcdRequestError).
         """

@@ -5,7 +5,9 @@ e.g. a bulk attach queued on one host lock. With a connection per thread, 1,000 
 usual 1,024-descriptor limit out of descriptors, and its session keepalive could not connect either: every lock
 the process held was lost (issue 14). A unary request to etcd lasts about a millisecond, so a handful of
 connections serves any number of threads: a thread borrows one for one request and gives it back, and a thread
-that finds them all busy waits for one instead of opening another.
+that finds them all busy waits for one instead of opening another. That wait has no deadline of its own: every
+borrowed request ends within its request timeout, so a connection always comes back, and a deadline there
+failed requests that etcd was never slow to answer (220 of 1,000 waiters queued at once, with 5 s).
 
 Why not urllib3's ``HTTPConnectionPool``, which does the same: it cost 0.21 ms more per request than
 ``http.client`` on a kept-alive connection (0.87 against 0.66 ms p50 for a range on loopback, measured
@@ -32,7 +34,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 
-from lockd.errors import BackendTimeout, ResourceExhausted
+from lockd.errors import ResourceExhausted
 
 #: errno values of "this process cannot open another connection now", which no other member would change.
 EXHAUSTION = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -71,11 +73,9 @@ class ConnectionPool:
         """A connection to ``member`` for one request; it goes back to the pool unless the request raised.
 
         Raises:
-            BackendTimeout: every connection stayed busy for ``timeout`` (nothing was sent).
             ResourceExhausted: a new connection was needed and the process has no descriptor for it.
         """
-        if not self._slots.acquire(timeout=timeout):
-            raise BackendTimeout(f"all {self.size} etcd connections of this process stayed busy for {timeout:g}s")
+        self._slots.acquire()
         conn = None
         if self._reserve is None:
             self._take_reserve()  # spent on a reconnect, or not available earlier: try again now
