@@ -32,6 +32,9 @@ class LockOut(BaseModel):
 
 class LocksOut(BaseModel):
     locks: list[LockOut]
+    next: str | None = Field(
+        None, description="with ``limit``: pass as ``after`` for the next page; null when this page is the last"
+    )
 
 
 class MemberOut(BaseModel):

@@ -119,11 +119,15 @@ class LockView:
     def error(self) -> str | None:
         return self._error
 
-    def locks(self, prefix: str = "") -> list[HeldLock]:
+    def locks(self, prefix: str = "", after: str = "", limit: int | None = None) -> tuple[list[HeldLock], bool]:
+        """The held locks whose name starts with ``prefix`` and sorts after ``after``, by name: the first
+        ``limit`` of them (all without one), and whether more remain. A page costs a scan, not a sort of all."""
         with self._mutex:
-            found = [lock for name, lock in self._locks.items() if name.startswith(prefix)]
-        found.sort(key=lambda lock: lock.name)
-        return found
+            found = [lock for name, lock in self._locks.items() if name.startswith(prefix) and name > after]
+        if limit is None or len(found) <= limit:
+            found.sort(key=lambda lock: lock.name)
+            return found, False
+        return heapq.nsmallest(limit, found, key=lambda lock: lock.name), True
 
     def lock(self, name: str) -> HeldLock | None:
         return self._locks.get(name)

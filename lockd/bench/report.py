@@ -59,6 +59,7 @@ COLUMNS: dict[str, list[tuple[str, str, str, bool]]] = {
         ("rss_ready_mb", "RSS ready MB", "{:.0f}", False),
         ("rss_peak_mb", "RSS peak MB", "{:.0f}", False),
         ("prefix_p50_ms", "prefix p50 ms", "{:.1f}", False),
+        ("page_p50_ms", "page p50 ms", "{:.1f}", False),
         ("list_p50_ms", "list p50 ms", "{:.0f}", False),
         ("list_listed", "listed", "{}", False),
         ("list_mb", "list MB", "{:.1f}", False),

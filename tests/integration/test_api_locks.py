@@ -191,6 +191,34 @@ def test_break_of_an_unheld_lock_is_404(http, lock_name: str) -> None:
     assert http.get(f"/v1/locks/{lock_name}").status_code == 404
 
 
+def test_pages_of_the_listing_cover_every_lock_once_in_name_order(http, coordinator, lock_name: str) -> None:
+    names = [f"{lock_name}-{i:02d}" for i in range(7)]
+    locks = [coordinator.get_lock(name) for name in names]
+    try:
+        for lock in locks:
+            assert lock.acquire()
+        wait_for(lambda: len(http.get("/v1/locks", params={"prefix": lock_name}).json()["locks"]) == 7, what="7")
+        whole = http.get("/v1/locks", params={"prefix": lock_name}).json()
+        assert whole["next"] is None and [row["name"] for row in whole["locks"]] == names
+        seen, after, pages = [], "", 0
+        while True:
+            page = http.get("/v1/locks", params={"prefix": lock_name, "limit": 3, "after": after}).json()
+            pages += 1
+            seen += page["locks"]
+            if page["next"] is None:
+                break
+            assert page["next"] == page["locks"][-1]["name"]
+            after = page["next"]
+        assert pages == 3
+        assert [(row["name"], row["token"]) for row in seen] == [(row["name"], row["token"]) for row in whole["locks"]]
+        for bad in ({"limit": 0}, {"limit": "x"}, {"after": "\u00e9"}):
+            answer = http.get("/v1/locks", params={"prefix": lock_name, **bad})
+            assert answer.status_code == 422, (bad, answer.text)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
 def test_members_list_the_coordinator_with_its_locks(http, coordinator, lock_name: str) -> None:
     member = coordinator._member_id.decode()
     locks = [coordinator.get_lock(f"{lock_name}-{i}") for i in range(2)]

@@ -36,6 +36,7 @@ _TXN_OPS = 128  # etcd's default --max-txn-ops
 _LEASE_TTL = 3600  # long enough that nothing expires during the run, nothing keeps them alive
 _PREFIX_REQUESTS = 50
 _FULL_REQUESTS = 7
+_PAGE = 1000  # locks per page in the paged listing (``?limit=&after=``), from the middle of the names
 _IDLE_SECONDS = 10.0
 
 #: Issue 14's floors for the admin view.
@@ -180,6 +181,8 @@ def run(endpoint: str, count: int, say: Callable[[str], None] = lambda message: 
             say("admin-scale: measuring listings ...")
             with _PeakRss(proc) as peak:
                 prefix_ms, prefix_n = _timed(api, f"/v1/locks?prefix={lock_name(count // 2)[:-1]}", _PREFIX_REQUESTS)
+                middle = lock_name(count // 2)
+                page_ms, page_n = _timed(api, f"/v1/locks?limit={_PAGE}&after={middle}", _PREFIX_REQUESTS)
                 full_ms, full_n, size = [], 0, 0
                 for _ in range(_FULL_REQUESTS):
                     status, body, seconds = api.get("/v1/locks")
@@ -191,6 +194,8 @@ def run(endpoint: str, count: int, say: Callable[[str], None] = lambda message: 
                 {
                     "prefix_p50_ms": percentile(prefix_ms, 50),
                     "prefix_listed": prefix_n,
+                    "page_p50_ms": percentile(page_ms, 50),
+                    "page_listed": page_n,
                     "list_p50_ms": percentile(full_ms, 50),
                     "list_max_ms": max(full_ms),
                     "list_listed": full_n,
@@ -218,7 +223,8 @@ def run(endpoint: str, count: int, say: Callable[[str], None] = lambda message: 
     result.metrics["lockd"] = metrics
     result.notes.append(
         f"start-up = exec until /readyz is 200 and the view holds all {count:,}; prefix = names sharing all "
-        f"but the last digit (10); p50 over {_PREFIX_REQUESTS} and {_FULL_REQUESTS} requests"
+        f"but the last digit (10); page = ?limit={_PAGE}&after= a name in the middle; p50 over {_PREFIX_REQUESTS} "
+        f"(prefix, page) and {_FULL_REQUESTS} (list) requests"
     )
     return result
 
