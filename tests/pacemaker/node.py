@@ -5,7 +5,8 @@ Theory of operation:
 - A holder process (``unshare --mount --propagation private sleep infinity``, inside ``ip netns exec NS`` for a
   node with its own network) owns the node's namespaces. corosync, pacemakerd and every command run on the node
   (pcs, cibadmin, crm_mon, crm_resource) enter them with ``nsenter``, which execs: the PID we hold is the
-  daemon's own, and teardown signals exactly the processes this node started.
+  daemon's own (for pacemakerd, that of the tini in front of it, which passes signals on), and teardown
+  signals exactly the processes this node started.
 - Pacemaker and corosync have fixed state paths. Inside the mount namespace ``/run`` is a tmpfs of its own
   (corosync's lock file lives there, so a second corosync on the machine would refuse to start), and
   ``/var/lib/pacemaker``,
@@ -15,6 +16,11 @@ Theory of operation:
 - corosync's and pacemaker's IPC (libqb) listen on abstract unix sockets, which belong to a network namespace.
   A node in the machine's own network namespace would therefore collide with a cluster already running there:
   ``start`` refuses in that case. Nodes in network namespaces of their own do not see each other's IPC.
+- pacemakerd runs under ``tini -s`` (a child subreaper that passes signals on): the resources' orphans (an OCF
+  agent starts its daemon in the background and exits) are reparented to it and reaped at once. Without it they
+  go to the machine's PID 1, which on the test VM reaps them only every second or two; until then a stopped
+  cinder-volume is a zombie that ``kill -0`` still finds, and ocf:heartbeat:anything's stop keeps waiting
+  (seen: 0.85 s from SIGTERM to Cinder's exit, 3.0 s to the end of the stop operation).
 - Teardown finds what is left by namespace, not by name: every process the node ran (its daemons, and what
   they started, such as a ``lockd serve`` whose command line names no test path and whose cwd is Pacemaker's)
   shares the holder's mount namespace, whether or not the node has a network of its own. ``stop`` kills and
@@ -39,7 +45,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT = REPO / "deploy" / "pacemaker" / "lockd"
-TOOLS = ("corosync", "pacemakerd", "cibadmin", "crm_mon", "crm_resource", "crm_attribute", "pcs", "unshare", "nsenter")
+TOOLS = ("corosync", "pacemakerd", "cibadmin", "crm_mon", "crm_resource", "crm_attribute", "pcs", "unshare", "nsenter",
+         "tini")  # fmt: skip
 # Bind-mounted inside the node's mount namespace: the daemon's path -> the node directory's subdirectory.
 STATE_PATHS = {
     "/var/lib/pacemaker": "lib-pacemaker",
@@ -226,7 +233,11 @@ class PacemakerNode:
                 self.enter("corosync", "-f", "-c", str(self.base / "corosync.conf")), stdout=out, stderr=out
             )
         with open(self.base / "pacemakerd.out", "ab") as out:
-            self.daemons["pacemakerd"] = subprocess.Popen(self.enter("pacemakerd", "-f"), stdout=out, stderr=out)
+            # tini -s: pacemakerd's signals pass through, and what its resources orphan is reaped at once, as
+            # systemd does on a real node (see the module docstring)
+            self.daemons["pacemakerd"] = subprocess.Popen(
+                self.enter("tini", "-s", "--", "pacemakerd", "-f"), stdout=out, stderr=out
+            )
 
     def wait_online(self, timeout: float = 60) -> None:
         self._wait(self.online, timeout, f"node {self.name} online with a DC")
