@@ -12,10 +12,12 @@ Each test starts and ends with everything Started and Cinder creating volumes. W
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 import uuid
 
+import httpx
 import pytest
 import tooz.coordination
 
@@ -57,6 +59,9 @@ def test_lockd_killed_is_restarted_and_cinder_volume_restarted_after_it(deployed
     lockd, cinder_volume = deployed.lockd_pid(), deployed.cinder_volume_pid()
     assert lockd and cinder_volume
     cursor = LogCursor(deployed.node.log)
+    # The worst case for the floor: the kill lands just after a monitor, so the next one is a whole interval away.
+    monitored = readyz_answers(deployed)
+    wait_for(lambda: readyz_answers(deployed) > monitored, 3 * MONITOR_INTERVAL, "lockd's next monitor", 0.05)
     killed_at = time.time()
     os.kill(lockd, signal.SIGKILL)
     # noticed by the monitor (not by anything else): what an operator sees meanwhile
@@ -72,6 +77,14 @@ def test_lockd_killed_is_restarted_and_cinder_volume_restarted_after_it(deployed
     wait_for(lambda: ("result", "cinder-volume", "start") in cursor.events(), 120, "cinder-volume's start logged")
     print("\n" + recovery_breakdown(cursor, killed_at))
     back_to_all_started(deployed, "after-kill")
+
+
+def readyz_answers(cluster: Deployed) -> int:
+    """How many times lockd has answered GET /readyz with 200 (its /metrics): the monitor's probe, and nothing else
+    asks while the kill test waits."""
+    metrics = httpx.get(f"{cluster.lockd_url}/metrics", timeout=5).text
+    found = re.search(r'^lockd_api_requests_total\{method="GET",route="/readyz",status="200"\} (\S+)$', metrics, re.M)
+    return int(float(found.group(1))) if found else 0
 
 
 def recovery_breakdown(cursor: LogCursor, killed_at: float) -> str:
