@@ -25,6 +25,7 @@ command -v iptables >/dev/null 2>&1 || need+=(iptables)
 [ -x /usr/sbin/cibadmin ] || need+=(pacemaker-cli-utils)  # cibadmin, crm_mon, crm_resource: only recommended
 [ -x /usr/sbin/pcs ] || need+=(pcs)
 command -v socat >/dev/null 2>&1 || need+=(socat)  # the multi-node Pacemaker run's relays (LOCKD_MULTINODE=1)
+command -v tini >/dev/null 2>&1 || need+=(tini)  # a Pacemaker test node's init: reaps what its resources orphan
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "install-system-deps: not root or no apt-get; missing: ${need[*]}" >&2

@@ -149,6 +149,11 @@ class TestNetwork:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def pids(self, name: str) -> list[int]:
+        """PIDs of the processes in host ``name``'s network namespace (``ip netns pids``), for teardown checks."""
+        done = _run("ip", "netns", "pids", self.hosts[name].netns, check=False)
+        return [int(word) for word in done.stdout.split()]
+
     def leftovers(self) -> list[str]:
         """Namespaces and links of this network that still exist (a teardown check for tests)."""
         names = _run("ip", "netns", "list").stdout + _run("ip", "-br", "link").stdout

@@ -5,7 +5,8 @@ Theory of operation:
 - A holder process (``unshare --mount --propagation private sleep infinity``, inside ``ip netns exec NS`` for a
   node with its own network) owns the node's namespaces. corosync, pacemakerd and every command run on the node
   (pcs, cibadmin, crm_mon, crm_resource) enter them with ``nsenter``, which execs: the PID we hold is the
-  daemon's own, and teardown signals exactly the processes this node started.
+  daemon's own (for pacemakerd, that of the tini in front of it, which passes signals on), and teardown
+  signals exactly the processes this node started.
 - Pacemaker and corosync have fixed state paths. Inside the mount namespace ``/run`` is a tmpfs of its own
   (corosync's lock file lives there, so a second corosync on the machine would refuse to start), and
   ``/var/lib/pacemaker``,
@@ -15,6 +16,16 @@ Theory of operation:
 - corosync's and pacemaker's IPC (libqb) listen on abstract unix sockets, which belong to a network namespace.
   A node in the machine's own network namespace would therefore collide with a cluster already running there:
   ``start`` refuses in that case. Nodes in network namespaces of their own do not see each other's IPC.
+- pacemakerd runs under ``tini -s`` (a child subreaper that passes signals on): the resources' orphans (an OCF
+  agent starts its daemon in the background and exits) are reparented to it and reaped at once. Without it they
+  go to the machine's PID 1, which on the test VM reaps them only every second or two; until then a stopped
+  cinder-volume is a zombie that ``kill -0`` still finds, and ocf:heartbeat:anything's stop keeps waiting
+  (seen: 0.85 s from SIGTERM to Cinder's exit, 3.0 s to the end of the stop operation).
+- Teardown finds what is left by namespace, not by name: every process the node ran (its daemons, and what
+  they started, such as a ``lockd serve`` whose command line names no test path and whose cwd is Pacemaker's)
+  shares the holder's mount namespace, whether or not the node has a network of its own. ``stop`` kills and
+  reports those; a multi-node test checks each node's network namespace as well once its own helpers there
+  (relays) are stopped.
 - The CIB a node starts with sets ``stonith-enabled=false`` (nothing here can fence) and ``dc-deadtime=2s`` (the
   default 20 s is how long a lone node waits for peers before it elects itself).
 """
@@ -34,7 +45,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT = REPO / "deploy" / "pacemaker" / "lockd"
-TOOLS = ("corosync", "pacemakerd", "cibadmin", "crm_mon", "crm_resource", "crm_attribute", "pcs", "unshare", "nsenter")
+TOOLS = ("corosync", "pacemakerd", "cibadmin", "crm_mon", "crm_resource", "crm_attribute", "pcs", "unshare", "nsenter",
+         "tini")  # fmt: skip
 # Bind-mounted inside the node's mount namespace: the daemon's path -> the node directory's subdirectory.
 STATE_PATHS = {
     "/var/lib/pacemaker": "lib-pacemaker",
@@ -59,6 +71,36 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def namespaces_of(pid: int) -> dict[str, str]:
+    """The namespaces ``pid`` lives in ("mnt", "net" -> "mnt:[4026532301]"); empty once it is gone."""
+    found = {}
+    for kind in ("mnt", "net"):
+        with contextlib.suppress(OSError):
+            found[kind] = os.readlink(f"/proc/{pid}/ns/{kind}")
+    return found
+
+
+def namespace_pids(namespaces: dict[str, str], exclude: tuple[int, ...] = ()) -> list[int]:
+    """Live PIDs in any of ``namespaces`` (as ``namespaces_of`` gives them), ``exclude`` left out."""
+    wanted = set(namespaces.items())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) not in exclude:
+            if wanted & set(namespaces_of(int(entry.name)).items()) and alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+def describe(pid: int) -> str:
+    """``pid: command line (cwd ...)``, for a report of what was left behind."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_text().replace(chr(0), " ").strip()[:160]
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return f"{pid}: (gone)"
+    return f"{pid}: {cmdline} (cwd {cwd})"
+
+
 def pids_mentioning(text: str) -> list[int]:
     """Live PIDs whose command line contains ``text`` (a test's own directory, so only its processes match)."""
     found = []
@@ -68,15 +110,6 @@ def pids_mentioning(text: str) -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
                 if text in cmdline and alive(int(entry.name)):
                     found.append(int(entry.name))
-    return found
-
-
-def children_of(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
     return found
 
 
@@ -109,6 +142,7 @@ class PacemakerNode:
     peers: list[Peer]
     netns: str | None = None
     holder: subprocess.Popen[bytes] | None = None
+    mount_ns: str = ""  # the holder's, as namespaces_of() names it
     daemons: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -185,6 +219,9 @@ class PacemakerNode:
         # Only once the holder runs `sleep` are its namespaces final (`ip netns exec` makes a mount namespace of
         # its own before unshare makes ours: a mount done in between would land in the wrong one).
         self._wait(lambda: _comm(self.holder.pid) == "sleep", 10, "the namespace holder")
+        self.mount_ns = namespaces_of(self.holder.pid).get("mnt", "")
+        # never the machine's own: stop() kills whatever lives in it
+        assert self.mount_ns not in ("", namespaces_of(os.getpid())["mnt"]), f"no mount namespace for {self.name}"
         # a /run of its own first (corosync refuses to start while another holds the lock on /run/corosync.pid)
         mounts = ["mount -t tmpfs lkpm-run /run", *(f"mkdir -p {path}" for path in STATE_PATHS)]
         mounts += [f"mount --bind {self.base / sub} {path}" for path, sub in STATE_PATHS.items()]
@@ -196,7 +233,11 @@ class PacemakerNode:
                 self.enter("corosync", "-f", "-c", str(self.base / "corosync.conf")), stdout=out, stderr=out
             )
         with open(self.base / "pacemakerd.out", "ab") as out:
-            self.daemons["pacemakerd"] = subprocess.Popen(self.enter("pacemakerd", "-f"), stdout=out, stderr=out)
+            # tini -s: pacemakerd's signals pass through, and what its resources orphan is reaped at once, as
+            # systemd does on a real node (see the module docstring)
+            self.daemons["pacemakerd"] = subprocess.Popen(
+                self.enter("tini", "-s", "--", "pacemakerd", "-f"), stdout=out, stderr=out
+            )
 
     def wait_online(self, timeout: float = 60) -> None:
         self._wait(self.online, timeout, f"node {self.name} online with a DC")
@@ -214,30 +255,29 @@ class PacemakerNode:
     def stop(self) -> list[str]:
         """Stop pacemakerd (it stops the resources it runs first), corosync, then the namespace holder.
 
-        Returns what was left behind and had to be killed (empty when the shutdown was clean).
+        Returns what was left behind and had to be killed (empty when the shutdown was clean): any process still
+        in the node's mount namespace (see the module docstring); one that survives even SIGKILL is named as such.
         """
         left: list[str] = []
+        if self.holder is None:
+            return left
+        namespaces = {"mnt": self.mount_ns}
         pacemakerd = self.daemons.pop("pacemakerd", None)
         if pacemakerd is not None:
-            daemons = children_of(pacemakerd.pid)
             _stop_pid(pacemakerd.pid, 150)  # a graceful shutdown stops every resource first
             pacemakerd.wait(10)
-            for pid in daemons:
-                if alive(pid):
-                    left.append(f"pacemaker daemon {pid}")
-                    _stop_pid(pid, 5)
         corosync = self.daemons.pop("corosync", None)
         if corosync is not None:
             _stop_pid(corosync.pid, 30)
             corosync.wait(10)
-        for pid in pids_mentioning(str(self.base)):  # resources Pacemaker started from this node's directory
-            with contextlib.suppress(OSError):
-                left.append(f"{pid}: {Path(f'/proc/{pid}/cmdline').read_text().replace(chr(0), ' ')[:120]}")
+        for pid in namespace_pids(namespaces, (self.holder.pid,)):
+            left.append(describe(pid))
             _stop_pid(pid, 5)
-        if self.holder is not None:
-            self.holder.kill()
-            self.holder.wait(10)
-            self.holder = None
+        self.holder.kill()
+        self.holder.wait(10)
+        self.holder = None
+        survivors = namespace_pids(namespaces)
+        left += [f"survived SIGKILL: {describe(pid)}" for pid in survivors]
         return left
 
     # -- files -------------------------------------------------------------------------------------------------

@@ -12,10 +12,12 @@ Each test starts and ends with everything Started and Cinder creating volumes. W
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 import uuid
 
+import httpx
 import pytest
 import tooz.coordination
 
@@ -57,29 +59,51 @@ def test_lockd_killed_is_restarted_and_cinder_volume_restarted_after_it(deployed
     lockd, cinder_volume = deployed.lockd_pid(), deployed.cinder_volume_pid()
     assert lockd and cinder_volume
     cursor = LogCursor(deployed.node.log)
-    killed = time.monotonic()
+    # The worst case for the floor: the kill lands just after a monitor, so the next one is a whole interval away.
+    monitored = readyz_answers(deployed)
+    wait_for(lambda: readyz_answers(deployed) > monitored, 3 * MONITOR_INTERVAL, "lockd's next monitor", 0.05)
+    killed_at = time.time()
     os.kill(lockd, signal.SIGKILL)
     # noticed by the monitor (not by anything else): what an operator sees meanwhile
     wait_for(lambda: monitor_failed(deployed, "not running"), 30, "lockd's monitor to report it not running")
     print("\n" + deployed.crm_mon() + "\n" + repr(deployed.lockd_locks()))
     wait_for(lambda: deployed.lockd_pid() not in (None, lockd) and deployed.ready(), 60, "lockd ready again")
-    ready_again = time.monotonic() - killed
     wait_for(lambda: deployed.cinder_volume_pid() not in (None, cinder_volume), 120, "a new cinder-volume")
-    cinder_volume_again = time.monotonic() - killed
     assert not alive(cinder_volume), "the old cinder-volume survived lockd's recovery"
     # The order constraint at work: cinder-volume stopped before lockd started again, and started after it.
     assert cursor.position(("result", "cinder-volume", "stop")) < cursor.position(("initiate", "lockd", "start"))
     assert cursor.position(("result", "lockd", "start")) < cursor.position(("initiate", "cinder-volume", "start"))
-    stop_first, start = cursor.seconds("cinder-volume", "stop"), cursor.seconds("lockd", "start")
-    print(
-        f"\nlockd killed -> ready again: {ready_again:.1f}s = detection (monitor interval {MONITOR_INTERVAL:g}s at "
-        f"most) + cinder-volume stop {stop_first:.1f}s + lockd start {start:.1f}s; "
-        f"new cinder-volume running after {cinder_volume_again:.1f}s"
-    )
-    # A bound, not a speed goal: one monitor interval to notice, then the order constraint's stop of cinder-volume,
-    # then lockd's start (and a second of slack per step for the agents' polling).
-    assert ready_again < MONITOR_INTERVAL + stop_first + start + 3
+    # (the new cinder-volume's PID file is written before its start operation returns to Pacemaker)
+    wait_for(lambda: ("result", "cinder-volume", "start") in cursor.events(), 120, "cinder-volume's start logged")
+    print("\n" + recovery_breakdown(cursor, killed_at))
     back_to_all_started(deployed, "after-kill")
+
+
+def readyz_answers(cluster: Deployed) -> int:
+    """How many times lockd has answered GET /readyz with 200 (its /metrics): the monitor's probe, and nothing else
+    asks while the kill test waits."""
+    metrics = httpx.get(f"{cluster.lockd_url}/metrics", timeout=5).text
+    found = re.search(r'^lockd_api_requests_total\{method="GET",route="/readyz",status="200"\} (\S+)$', metrics, re.M)
+    return int(float(found.group(1))) if found else 0
+
+
+def recovery_breakdown(cursor: LogCursor, killed_at: float) -> str:
+    """Where the time from the kill to lockd ready again went, from Pacemaker's log (a report, not a check: the
+    figures depend on the machine's load; docs/operations.md quotes them with this test as their command)."""
+    detected = cursor.monitor_failed_at("lockd") - killed_at
+    stop, lockd_stop, start = (cursor.seconds(*step) for step in (
+        ("cinder-volume", "stop"), ("lockd", "stop"), ("lockd", "start")))  # fmt: skip
+    ready = cursor.at(("result", "lockd", "start")) - killed_at  # the agent's start returns once /readyz is 200
+    scheduling = ready - detected - stop - lockd_stop - start
+    cinder_volume = cursor.at(("result", "cinder-volume", "start")) - killed_at
+    floor = MONITOR_INTERVAL + start
+    verdict = "within" if ready <= floor else f"over by {ready - floor:.1f}s"
+    return (
+        f"lockd killed -> ready again: {ready:.1f}s = detection {detected:.1f}s (the monitor interval is "
+        f"{MONITOR_INTERVAL:g}s) + cinder-volume stop {stop:.1f}s + lockd stop {lockd_stop:.1f}s + lockd start "
+        f"{start:.1f}s + Pacemaker between steps {scheduling:.1f}s; floor interval + start = {floor:.1f}s: {verdict}; "
+        f"cinder-volume started again after {cinder_volume:.1f}s"
+    )
 
 
 def test_etcd_unreachable_stops_cinder_volume_until_etcd_is_back(deployed: Deployed) -> None:

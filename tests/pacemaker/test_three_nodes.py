@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ import pytest
 
 from tests.netns import TestNetwork
 from tests.pacemaker.conftest import cinder_volume_launcher, configure, pid_in
-from tests.pacemaker.node import PacemakerNode, Peer, pids_mentioning
+from tests.pacemaker.node import PacemakerNode, Peer, describe, pids_mentioning
 from tests.procs import wait_for
 
 pytestmark = [
@@ -93,10 +94,20 @@ def three_nodes(
             node.wait_online(120)
         yield nodes, net, relays, cinder, demo
     finally:
-        for node in nodes:
-            if node.holder is not None:
+        for node in nodes:  # each node's own teardown, whatever happened to the others'
+            try:
                 left += node.stop()
+            except Exception as exc:  # noqa: BLE001 - reported below, after the rest is torn down
+                left.append(f"{node.name}: teardown failed: {exc!r}")
         relays.stop_all()
+        # Whatever still runs in a node's network namespace (the relays are gone now) was left by the test:
+        # it is named, killed, and fails the test.
+        for name in net.hosts:
+            for pid in net.pids(name):
+                left.append(f"in {name}'s network namespace: {describe(pid)}")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not any(net.pids(name) for name in net.hosts), 10, "the namespaces' processes killed")
         net.close()
     assert not left, f"left behind: {left}"
 
