@@ -426,8 +426,12 @@ class Mutex:
             stream = client.watch(key, filters=("NOPUT",))
         except ResourceExhausted:
             raise
-        except BackendError:
-            return "broken"  # the client moved to another member; the take re-reads there
+        except BackendError as exc:
+            # The client moved to another member; the take re-reads there. A pause first, so a stream that cannot
+            # open at all (say, a proxy that refuses the WebSocket upgrade) costs a take every 0.1 s, not a spin.
+            LOG.warning("cannot watch for %r: %s", self.name, exc)
+            session.lost.wait(0.1)
+            return "broken"
         try:
             if client.get(key) is None:
                 return "deleted"
