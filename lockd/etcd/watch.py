@@ -55,8 +55,10 @@ from lockd.etcd.wire import KeyValue, b64
 
 LOG = logging.getLogger(__name__)
 
-# Kernel keepalive on the hub's socket: probe after 10 s of silence, every 5 s, give up after 3 misses.
-_KEEPALIVE = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
+# Kernel keepalive on the hub's socket: probe after 10 s of silence, every 5 s, give up after 3 misses; and data
+# sent but unacknowledged for 25 s (a cancel or a create to a member cut off) drops the connection, so a sender
+# cannot block on a full send buffer for the minutes of TCP's own retransmission limit.
+_KEEPALIVE = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3), ("TCP_USER_TIMEOUT", 25_000))
 
 
 @dataclass(frozen=True)
