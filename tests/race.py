@@ -8,15 +8,12 @@ per-round results of every thread (see tests/racer.py for the scenarios).
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from typing import Any
 
 from tests.procs import ChildProcess
 
 ROUNDS = 20
-#: ``LOCKD_LONG_TESTS=1``: the races CI runs for fewer rounds run the full ROUNDS (their docstrings say which).
-LONG = os.environ.get("LOCKD_LONG_TESTS") == "1"
 
 
 def new_ids(rounds: int = ROUNDS) -> list[str]:

@@ -20,7 +20,8 @@ import pytest
 
 from lockd.status import open_store
 from tests.etcd_process import EtcdMember
-from tests.race import LONG, ROUNDS, new_ids, run_race
+from tests.long_runs import LONG
+from tests.race import ROUNDS, new_ids, run_race
 
 #: Each counter round is 320 handoffs of one lock (2 processes x 16 green threads x 10): 5 rounds in CI, where a
 #: lock that let two green threads of one process in at once fails in the first round; 20 with LOCKD_LONG_TESTS=1.

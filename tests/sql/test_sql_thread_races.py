@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from lockd.status import open_store
 from tests.etcd_process import EtcdMember
 from tests.integration.test_thread_races import assert_one_cas_winner_per_round
-from tests.race import LONG, ROUNDS, run_race
+from tests.long_runs import LONG
+from tests.race import ROUNDS, run_race
 from tests.sql.tables import add_volume
 
 pytestmark = pytest.mark.sql
