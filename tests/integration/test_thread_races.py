@@ -3,7 +3,8 @@
 cinder-api and cinder-volume run many (green) threads per process and several processes per host, so these
 races run 4 processes x 8 threads (or 2 processes x 64 eventlet green threads, ``eventlet.monkey_patch()``
 first, as cinder does). Every thread is warmed by a read (its connection open, the store's cache filled),
-all are parked on one event, and the parent says go to every process at once (tests/race.py). 20 rounds.
+all are parked on one event, and the parent says go to every process at once (tests/race.py). 20 rounds (the
+lock counter: 5, or 20 with ``LOCKD_LONG_TESTS=1``).
 
 Before each compare-and-set recognised its own write by a per-call id, the etcd store took a failed txn
 whose fresh value equalled the bytes *this* call would have written as its own write: two threads of one
@@ -19,7 +20,12 @@ import pytest
 
 from lockd.status import open_store
 from tests.etcd_process import EtcdMember
+from tests.long_runs import LONG
 from tests.race import ROUNDS, new_ids, run_race
+
+#: Each counter round is 320 handoffs of one lock (2 processes x 16 green threads x 10): 5 rounds in CI, where a
+#: lock that let two green threads of one process in at once fails in the first round; 20 with LOCKD_LONG_TESTS=1.
+COUNTER_ROUNDS = ROUNDS if LONG else 5
 
 
 def _seed(url: str, ids: list[str], status: str = "available") -> None:
@@ -31,9 +37,10 @@ def _seed(url: str, ids: list[str], status: str = "available") -> None:
         store.close()
 
 
-def assert_one_cas_winner_per_round(rounds: list[list[dict[str, Any]]], contenders: int) -> None:
-    """Exactly one ``ok`` per round; every loser saw the winner's status and was told it was a conflict."""
-    assert len(rounds) == ROUNDS
+def assert_one_cas_winner_per_round(rounds: list[list[dict[str, Any]]], contenders: int, count: int = ROUNDS) -> None:
+    """``count`` rounds, each with exactly one ``ok``; every loser saw the winner's status and was told it was a
+    conflict."""
+    assert len(rounds) == count
     for number, results in enumerate(rounds):
         assert len(results) == contenders
         winners = [r for r in results if r["ok"]]
@@ -76,11 +83,12 @@ def test_transition_body_runs_once_per_round(etcd: EtcdMember, runtime: str) -> 
 
 
 def test_synchronized_counter_is_exact_under_green_threads(etcd: EtcdMember, tmp_path: Path) -> None:
-    """16 green threads x 10 increments in each of 2 processes, read-yield-write under one synchronized lock."""
-    ids = new_ids()
+    """16 green threads x 10 increments in each of 2 processes, read-yield-write under one synchronized lock;
+    COUNTER_ROUNDS rounds (5, or 20 with LOCKD_LONG_TESTS=1)."""
+    ids = new_ids(COUNTER_ROUNDS)
     run_race(
         "counter", ids, _lock_url(etcd), runtime="eventlet", threads=16, processes=2,
         increments=10, counter_dir=str(tmp_path),
     )  # fmt: skip
     counts = [int((tmp_path / name).read_text()) for name in ids]
-    assert counts == [2 * 16 * 10] * ROUNDS
+    assert counts == [2 * 16 * 10] * COUNTER_ROUNDS
