@@ -22,6 +22,12 @@ for a random time, heals it, pauses, and picks again:
   kill-member      an etcd member killed (-9), restarted at the heal
   freeze-host      every client process of a host stopped (SIGSTOP, as a frozen VM), resumed at the heal
 
+``isolate-client`` and ``freeze-host`` are aimed: they wait (up to 3 s) until a control client on that host
+holds a lock, read from the tail of its history, so the control's exposure does not rest on luck. A stock
+client holds for about 0.1 s of each cycle and spends the rest polling, so unaimed, two CI runs of the short
+schedule happened to freeze or cut no stock holder and the control showed nothing. lockd is hit at whatever
+point its clients are then, as before.
+
 An observer in the root namespace watches the lock keys on every member and notes when each was deleted (the
 earliest any member told). After the last heal the clients run on for ``recover`` seconds, then stop. The
 checker (tests/history.py) reads the clients' histories and reports, per system: overlapping holds, token order,
@@ -210,6 +216,8 @@ def inject(r: Rig, kind: str, rng: random.Random) -> tuple[str, Callable[[], Non
     """Apply one fault; returns its target and the heal."""
     net, cluster = r.network, r.cluster
     host = rng.choice(CLIENT_HOSTS)
+    if kind in ("isolate-client", "freeze-host"):
+        await_stock_hold(r, host)
     if kind == "isolate-client":
         net.isolate(host)
         return host, lambda: net.heal(host)
@@ -245,6 +253,37 @@ def inject(r: Rig, kind: str, rng: random.Random) -> tuple[str, Callable[[], Non
 
         return host, thaw
     raise ValueError(kind)
+
+
+def stock_holding(r: Rig, host: str) -> bool:
+    """Whether a control (stock tooz) client on ``host`` holds a lock now: its last step was an acquire that
+    succeeded, or a write under it, in the tail of its history."""
+    try:
+        with (r.workdir / f"{host}-stock-0.jsonl").open("rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 8192))
+            tail = f.read().decode(errors="replace").splitlines()[1:]
+    except OSError:
+        return False
+    holding: dict[str, bool] = {}
+    for line in tail:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line still being written
+        op = record.get("op")
+        if op == "acquire":
+            holding[record["client"]] = bool(record.get("ok"))
+        elif op == "release":
+            holding[record["client"]] = False
+    return any(holding.values())
+
+
+def await_stock_hold(r: Rig, host: str, patience: float = 3.0) -> None:
+    """Wait until a control client on ``host`` holds a lock (or ``patience`` runs out): see the module doc."""
+    until = time.monotonic() + patience
+    while time.monotonic() < until and not stock_holding(r, host):
+        time.sleep(0.005)
 
 
 def run_schedule(r: Rig, rng: random.Random) -> list[Fault]:
