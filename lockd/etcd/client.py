@@ -123,7 +123,8 @@ class EtcdClient:
         self._current = 0
         self._ssl = self._ssl_context() if options.https else None
         self._requests = ConnectionPool(REQUEST_CONNECTIONS, self._new_connection)
-        self._upkeep = ConnectionPool(1, self._new_connection)
+        # The session's own connection: it may spend a spare descriptor, or an idle request connection's (pool doc).
+        self._upkeep = ConnectionPool(1, self._new_connection, reserve=True, make_room=self._requests.shed_idle)
         self._hubs: dict[int, WatchHub] = {}
         self._hubs_lock = threading.Lock()
         self._closed = False

@@ -10,9 +10,10 @@ first test fails there, the keepalive gets EMFILE on every try, the lease runs o
 survive three TTLs of shortage, and a second lock object that must queue (a watch needs a socket) gets
 ``ResourceExhausted`` naming the cause instead of a failover.
 
-The second test covers the session connection's fallbacks for when its descriptor was taken by someone else
+The other tests cover the session connection's fallbacks for when its descriptor was taken by someone else
 meanwhile: the spare descriptor it keeps, and closing an idle request connection; each alone opens a
-connection where the control is refused.
+connection where the control is refused, and the client's session connection uses them (checked to fail
+with the client's session pool built without them: the wiring was missing in an earlier commit of this work).
 """
 
 from __future__ import annotations
@@ -67,8 +68,21 @@ def test_a_holder_out_of_descriptors_keeps_its_lock_and_acquires_fail_clearly(
 def test_the_session_connection_opens_with_no_descriptor_free(etcd: EtcdMember, fallback: str) -> None:
     """The session pool's fallbacks, each alone, in a process with every descriptor taken: the spare descriptor
     it keeps, or an idle request connection it may close. The control (neither) is refused with EMFILE."""
+    results = _child_results(etcd, fallback, "none")
+    assert results[fallback] == {"ok": True}, results
+    assert results["none"]["error"] == "ResourceExhausted", results
+    assert "Too many open files" in results["none"]["message"], results
+
+
+def test_the_client_keeps_its_session_connection_with_no_descriptor_free(etcd: EtcdMember) -> None:
+    """The client wires those fallbacks to its session's connection: closed, its number taken, every descriptor
+    gone, a keepalive still goes out. (Without the wiring: ResourceExhausted, and the lease would run out.)"""
+    assert _child_results(etcd, "client")["client"] == {"ok": True}
+
+
+def _child_results(etcd: EtcdMember, *modes: str) -> dict[str, object]:
     results = {}
-    for mode in (fallback, "none"):
+    for mode in modes:
         run = subprocess.run(
             [sys.executable, "-m", "tests.faults.pool_reserve_child", etcd.endpoint, mode],
             capture_output=True,
@@ -78,6 +92,4 @@ def test_the_session_connection_opens_with_no_descriptor_free(etcd: EtcdMember, 
             env=dict(os.environ, PYTHONPATH=str(REPO)),
         )
         results[mode] = json.loads(run.stdout.strip().splitlines()[-1]) if run.stdout.strip() else run.stderr
-    assert results[fallback] == {"ok": True}, results
-    assert results["none"]["error"] == "ResourceExhausted", results
-    assert "Too many open files" in results["none"]["message"], results
+    return results
