@@ -147,8 +147,8 @@ class WatchHub:
         self._ids = itertools.count(1)
         self._watches: dict[int, Watch] = {}
         self._pending: deque[Watch] = deque()  # creations sent, not yet answered (etcd answers in order)
-        self._mutex = threading.Lock()  # the tables above
-        self._send_mutex = threading.Lock()  # one frame at a time on the socket
+        self._mutex = threading.Lock()  # the tables above; never held while sending
+        self._send_mutex = threading.Lock()  # one frame at a time on the socket, in the order creations queue
         self.closed = False
         self._reason = ""
         sockopt = [(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)]
@@ -192,14 +192,16 @@ class WatchHub:
             create["start_revision"] = str(start_revision)
         if filters:
             create["filters"] = list(filters)
-        with self._mutex:
-            if self.closed:
-                raise BackendError(f"watch stream closed: {self._reason}", self.url)
-            watch = Watch(self, next(self._ids))
-            create["watch_id"] = str(watch.watch_id)
-            self._watches[watch.watch_id] = watch
-            # Queued and sent under one lock, so the queue's order is the order etcd receives them in.
-            self._pending.append(watch)
+        # Queued and sent under the send lock, so the queue's order is the order etcd receives them in; the tables'
+        # lock is not held while sending, so the reader and close() never wait on a send to a silent member.
+        with self._send_mutex:
+            with self._mutex:
+                if self.closed:
+                    raise BackendError(f"watch stream closed: {self._reason}", self.url)
+                watch = Watch(self, next(self._ids))
+                create["watch_id"] = str(watch.watch_id)
+                self._watches[watch.watch_id] = watch
+                self._pending.append(watch)
             sent = self._send({"create_request": create})
         if not sent:
             raise BackendError(f"watch stream closed: {self._reason}", self.url)
@@ -214,7 +216,8 @@ class WatchHub:
     def cancel(self, watch: Watch) -> None:
         """Stop a watch's events (best effort: if the stream is gone, so is the watch)."""
         if self._forget(watch):
-            self._send({"cancel_request": {"watch_id": str(watch.watch_id)}})
+            with self._send_mutex:
+                self._send({"cancel_request": {"watch_id": str(watch.watch_id)}})
 
     def watching(self) -> int:
         with self._mutex:
@@ -222,14 +225,17 @@ class WatchHub:
 
     def close(self, reason: str = "closed") -> None:
         """Close the socket; every watch on it ends with StreamBroken (their owners re-read and re-watch)."""
+        if self.closed:
+            return
+        # First a shutdown of the socket: it wakes the reader and any sender stuck on a full send buffer at once.
+        self._ws.abort()
         with self._mutex:
             if self.closed:
                 return
             self.closed, self._reason = True, reason
             watches, self._watches = list(self._watches.values()), {}
             pending, self._pending = list(self._pending), deque()
-        self._ws.abort()  # wakes the reader at once (a shutdown of the socket), then no close handshake
-        self._ws.shutdown()
+        self._ws.shutdown()  # no close handshake
         for watch in pending:
             watch._confirm(f"watch stream closed: {reason}")
         for watch in watches:
@@ -242,11 +248,10 @@ class WatchHub:
             return self._watches.pop(watch.watch_id, None) is not None
 
     def _send(self, message: dict[str, Any]) -> bool:
-        """Send one request; False (and the hub closed) if the socket failed."""
+        """Send one request (the caller holds the send lock); False (and the hub closed) if the socket failed."""
         data = json.dumps(message)
         try:
-            with self._send_mutex:
-                self._ws.send(data)
+            self._ws.send(data)
             return True
         except (OSError, websocket.WebSocketException) as exc:
             threading.Thread(target=self.close, args=(f"send failed: {exc}",), daemon=True).start()
