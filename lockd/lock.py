@@ -347,10 +347,16 @@ class Mutex:
 
     def _state(self, session: Session, queue_key: bytes, mine: KeyValue) -> _State:
         """Our entry, the newest entry ahead of it and the lock key, read in one txn."""
-        ops = [op_range(queue_key), self._read_queue(limit=1, before=mine.create_revision), op_range(self.key)]
-        result = session.client.txn([], ops)
-        return _State(sorted([*result.kvs(1), *result.kvs(0)], key=lambda kv: kv.create_revision),
-                      (result.kvs(2) or [None])[0], result.revision)  # fmt: skip
+        return self._state_from(session.client.txn([], self._state_reads(queue_key, mine.create_revision)))
+
+    def _state_reads(self, queue_key: bytes, my_revision: int) -> list[dict[str, Any]]:
+        """The reads of a waiter's state: its entry, the newest entry ahead of it, the lock key."""
+        return [op_range(queue_key), self._read_queue(limit=1, before=my_revision), op_range(self.key)]
+
+    @staticmethod
+    def _state_from(result: TxnResult) -> _State:
+        queue = sorted([*result.kvs(1), *result.kvs(0)], key=lambda kv: kv.create_revision)
+        return _State(queue, (result.kvs(2) or [None])[0], result.revision)
 
     def _wait_in_queue(
         self, session: Session, waiter: str, queue_key: bytes, state: _State, deadline: float | None
@@ -456,13 +462,12 @@ class Mutex:
                 cmp_create(self._queue_prefix, my_revision - 1, result="GREATER", end=self._queue_end),
             ],
             [op_put(self.key, self._holder_value(waiter), session.lease_id)],
-            [op_range(queue_key), self._read_queue(limit=1, before=my_revision), op_range(self.key)],
+            self._state_reads(queue_key, my_revision),
         )
         if result.succeeded:
             self._won(session, result.revision, queue_key)
             return None
-        queue = sorted([*result.kvs(1), *result.kvs(0)], key=lambda kv: kv.create_revision)
-        return _State(queue, (result.kvs(2) or [None])[0], result.revision)
+        return self._state_from(result)
 
     def _won(self, session: Session, token: int, queue_key: bytes | None = None) -> bool:
         with self._guard:
