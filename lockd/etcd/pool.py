@@ -161,16 +161,9 @@ class ConnectionPool:
 
     def _open(self, conn: http.client.HTTPConnection) -> None:
         """Connect; out of descriptors, free one (the reserve, then ``make_room``) and try again, before giving up."""
-        error: OSError
-        try:
-            conn.connect()
-            return
-        except OSError as exc:
-            if not exhausted(exc):
-                raise
-            error = exc
-        for free_one in (self._spend_reserve, self._make_room):
-            if free_one is None or not free_one():
+        error: OSError | None = None
+        for free_one in (lambda: True, self._spend_reserve, self._make_room or (lambda: False)):
+            if not free_one():
                 continue
             try:
                 conn.connect()
@@ -179,4 +172,5 @@ class ConnectionPool:
                 if not exhausted(exc):
                     raise
                 error = exc
+        assert error is not None  # the first try always runs
         raise ResourceExhausted(f"cannot open a connection to etcd: {error.strerror} (errno {error.errno})") from error

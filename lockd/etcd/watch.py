@@ -86,7 +86,6 @@ class Watch:
         self._inbox: queue.SimpleQueue[list[Event] | _End] = queue.SimpleQueue()
         self._created = threading.Event()
         self._refused: str | None = None
-        self._ended = False
 
     # -- called by the hub's reader ------------------------------------------------------------------------------
 
@@ -124,10 +123,8 @@ class Watch:
         self._deliver(_End(reason))
 
     def close(self) -> None:
-        """Cancel the watch on the stream (etcd stops sending its events) and end it."""
-        if not self._ended:
-            self._ended = True
-            self.hub.cancel(self)
+        """Cancel the watch on the stream (etcd stops sending its events; the hub sends that once) and end it."""
+        self.hub.cancel(self)
         self.abort("closed")
 
 
