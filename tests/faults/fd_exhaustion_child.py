@@ -10,7 +10,8 @@ Usage: python -m tests.faults.fd_exhaustion_child URL NAME SECONDS
 4. For SECONDS (several lease TTLs), try once a second to take NAME through a second lock object, which must
    queue behind the first and so needs a watch, hence a socket; print each outcome:
    {"event": "acquire", "ok": bool} or {"event": "acquire", "error": TYPE, "message": ...}.
-5. Print {"event": "after", "held": lock.acquired, "lost": session lost?}; free the descriptors; print
+5. Print {"event": "after", "held": lock.acquired, "lost": session lost?}; wait for a line on stdin (the parent
+   reads the lock key meanwhile); free the descriptors; print
    {"event": "end", "still_owner": is_still_owner(), "released": release()}.
 """
 
@@ -63,6 +64,7 @@ def main(url: str, name: str, seconds: float) -> None:
             emit(event="acquire", error=type(exc).__name__, message=str(exc))
         time.sleep(1)
     emit(event="after", held=lock.acquired, lost=lock.session is None or lock.session.lost.is_set())
+    sys.stdin.readline()  # the parent reads the lock key from etcd now, before the release below
     for fd in filled:
         os.close(fd)
     emit(event="end", still_owner=lock.is_still_owner(), released=lock.release())

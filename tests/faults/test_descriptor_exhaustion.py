@@ -51,6 +51,7 @@ def test_a_holder_out_of_descriptors_keeps_its_lock_and_acquires_fail_clearly(
         outcomes = [child.wait_event("acquire", timeout=30) for _ in range(2)]
         after = child.wait_event("after", timeout=SHORTAGE + 30)
         kv = direct.get(b"/tooz/locks" + lock_name.encode())
+        child.send("release")  # only now: reading the key after the child's release raced with it
         end = child.wait_event("end", timeout=30)
     finally:
         direct.close()
