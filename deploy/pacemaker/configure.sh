@@ -17,12 +17,15 @@ cib=$(mktemp)
 trap 'rm -f "$cib"' EXIT
 pcs cluster cib "$cib"
 
-# lockd on every node. A failed monitor (lockd gone, or its etcd unreachable) restarts it; a start that fails
+# lockd on every node. Two monitors: every 2 s, is the process there (a crash is recovered from at once); every
+# 10 s, does /readyz answer, i.e. does etcd (slower, so that an election's blip restarts nothing). A failed
+# monitor restarts lockd, and cinder-volume with it; a start that fails
 # (etcd still unreachable after the start timeout) bans it from the node until failure-timeout has passed, then
 # Pacemaker tries again, so the node comes back by itself once etcd answers.
 # shellcheck disable=SC2086 # the parameters are a word list by design
 pcs -f "$cib" resource create lockd ocf:lockd:lockd $lockd_params \
-    op start timeout=60s op stop timeout=40s op monitor interval=10s timeout=20s \
+    op start timeout=60s op stop timeout=40s \
+    op monitor interval=2s timeout=10s op monitor interval=10s timeout=20s OCF_CHECK_LEVEL=10 \
     meta failure-timeout=60s \
     clone interleave=true
 

@@ -190,7 +190,8 @@ def test_ocf_agent_passes_ocf_tester_against_real_lockd(etcd: EtcdMember, tmp_pa
 
 
 def test_ocf_monitor_fails_when_etcd_goes_and_stop_leaves_nothing(tmp_path: Path) -> None:
-    """A lockd that runs but cannot reach etcd is a failed resource (1), not a running one; stop cleans up."""
+    """A lockd that runs but cannot reach etcd is a failed resource (1) to the /readyz monitor (depth 10), while
+    the process check (depth 0) still finds it running; stop cleans up."""
     member = EtcdMember("ocf", tmp_path / "etcd")
     member.start()
     port = free_port()
@@ -199,10 +200,12 @@ def test_ocf_monitor_fails_when_etcd_goes_and_stop_leaves_nothing(tmp_path: Path
         assert _agent("validate-all", env) == 0
         assert _agent("monitor", env) == 7
         assert _agent("start", env) == 0, (tmp_path / "lockd.log").read_text()
-        assert _agent("monitor", env) == 0
+        deep = {**env, "OCF_CHECK_LEVEL": "10"}
+        assert _agent("monitor", env) == 0 and _agent("monitor", deep) == 0
         pid = int((tmp_path / "lockd.pid").read_text())
         member.kill()
-        wait_for(lambda: _agent("monitor", env) == 1, timeout=60, what="monitor to report the lost backend")
+        wait_for(lambda: _agent("monitor", deep) == 1, timeout=60, what="monitor to report the lost backend")
+        assert _agent("monitor", env) == 0  # the process is there: the depth-0 check says no more
         assert _agent("stop", env) == 0
         assert not _alive(pid)
         assert _agent("monitor", env) == 7

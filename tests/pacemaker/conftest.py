@@ -31,7 +31,9 @@ from tests.procs import wait_for
 REPO = Path(__file__).resolve().parents[2]
 CONFIGURE = REPO / "deploy" / "pacemaker" / "configure.sh"
 LOCKD_BIN = REPO / ".venv" / "bin" / "lockd"
-MONITOR_INTERVAL = 10.0  # lockd's monitor in configure.sh
+# lockd's two monitors in configure.sh: is the process there (depth 0), does /readyz answer (OCF_CHECK_LEVEL=10)
+PROCESS_CHECK_INTERVAL = 2.0
+READYZ_CHECK_INTERVAL = 10.0
 # What deploy/pacemaker/README.md adds to cinder.conf on the nodes: oslo.messaging's RPC listeners check their
 # stop flag once per heartbeat_timeout_threshold / heartbeat_rate / 2 seconds when idle (at most 5), and
 # cinder-volume stops its three one after another; with this, its stop (and so lockd's recovery) waits at most

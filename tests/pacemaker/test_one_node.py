@@ -20,8 +20,9 @@ import uuid
 import httpx
 import pytest
 import tooz.coordination
+from inotify_simple import INotify, flags
 
-from tests.pacemaker.conftest import MONITOR_INTERVAL, Deployed, LogCursor
+from tests.pacemaker.conftest import PROCESS_CHECK_INTERVAL, READYZ_CHECK_INTERVAL, Deployed, LogCursor
 from tests.pacemaker.node import alive
 from tests.procs import wait_for
 
@@ -36,10 +37,12 @@ def back_to_all_started(cluster: Deployed, tag: str) -> None:
     assert set(statuses.values()) == {"available"}, statuses
 
 
-def monitor_failed(cluster: Deployed, exitstatus: str) -> bool:
-    """crm_mon lists a failed lockd monitor with this exit status ("not running", "error")."""
+def failed_monitor(cluster: Deployed, exitstatus: str) -> str | None:
+    """The op key (lockd_monitor_<interval ms>) of a failed lockd monitor crm_mon lists with this exit status
+    ("not running", "error"), else None."""
     failures = cluster.node.failures()
-    return any(f["op_key"].startswith("lockd_monitor") and f.get("exitstatus") == exitstatus for f in failures)
+    keys = [f["op_key"] for f in failures if f.get("exitstatus") == exitstatus]
+    return next((key for key in keys if key.startswith("lockd_monitor")), None)
 
 
 def test_configuration_runs_cinder_volume_after_lockd_and_serves_volumes(deployed: Deployed) -> None:
@@ -59,13 +62,13 @@ def test_lockd_killed_is_restarted_and_cinder_volume_restarted_after_it(deployed
     lockd, cinder_volume = deployed.lockd_pid(), deployed.cinder_volume_pid()
     assert lockd and cinder_volume
     cursor = LogCursor(deployed.node.log)
-    # The worst case for the floor: the kill lands just after a monitor, so the next one is a whole interval away.
-    monitored = readyz_answers(deployed)
-    wait_for(lambda: readyz_answers(deployed) > monitored, 3 * MONITOR_INTERVAL, "lockd's next monitor", 0.05)
+    # The worst case for the floor: the kill lands just after the process check, a whole interval before the next.
+    after_a_process_check(deployed)
     killed_at = time.time()
     os.kill(lockd, signal.SIGKILL)
-    # noticed by the monitor (not by anything else): what an operator sees meanwhile
-    wait_for(lambda: monitor_failed(deployed, "not running"), 30, "lockd's monitor to report it not running")
+    # noticed by a monitor (not by anything else): what an operator sees meanwhile
+    wait_for(lambda: failed_monitor(deployed, "not running"), 30, "lockd's monitor to report it not running")
+    print(f"\nnoticed by {failed_monitor(deployed, 'not running')}")
     print("\n" + deployed.crm_mon() + "\n" + repr(deployed.lockd_locks()))
     wait_for(lambda: deployed.lockd_pid() not in (None, lockd) and deployed.ready(), 60, "lockd ready again")
     wait_for(lambda: deployed.cinder_volume_pid() not in (None, cinder_volume), 120, "a new cinder-volume")
@@ -79,9 +82,24 @@ def test_lockd_killed_is_restarted_and_cinder_volume_restarted_after_it(deployed
     back_to_all_started(deployed, "after-kill")
 
 
+def after_a_process_check(cluster: Deployed) -> None:
+    """Return just after lockd's depth-0 monitor has run. Both monitors open lockd's PID file, and nothing else does
+    while the kill test waits; the /readyz monitor also asks /readyz, which tells the two apart."""
+    with INotify() as inotify:
+        inotify.add_watch(cluster.base / "rsctmp", flags.OPEN)
+        deadline = time.monotonic() + 5 * PROCESS_CHECK_INTERVAL
+        while time.monotonic() < deadline:
+            asked = readyz_answers(cluster)
+            if any(event.name == "lockd.pid" for event in inotify.read(timeout=1000)):
+                time.sleep(0.1)  # the check's last steps (kill -0, /proc) take milliseconds
+                if readyz_answers(cluster) == asked:
+                    return
+    raise AssertionError(f"no depth-0 monitor of lockd seen in {5 * PROCESS_CHECK_INTERVAL:g}s")
+
+
 def readyz_answers(cluster: Deployed) -> int:
-    """How many times lockd has answered GET /readyz with 200 (its /metrics): the monitor's probe, and nothing else
-    asks while the kill test waits."""
+    """How many times lockd has answered GET /readyz with 200 (its /metrics): the /readyz monitor's probe, and
+    nothing else asks while the kill test waits."""
     metrics = httpx.get(f"{cluster.lockd_url}/metrics", timeout=5).text
     found = re.search(r'^lockd_api_requests_total\{method="GET",route="/readyz",status="200"\} (\S+)$', metrics, re.M)
     return int(float(found.group(1))) if found else 0
@@ -96,12 +114,17 @@ def recovery_breakdown(cursor: LogCursor, killed_at: float) -> str:
     ready = cursor.at(("result", "lockd", "start")) - killed_at  # the agent's start returns once /readyz is 200
     scheduling = ready - detected - stop - lockd_stop - start
     cinder_volume = cursor.at(("result", "cinder-volume", "start")) - killed_at
-    floor = MONITOR_INTERVAL + start
-    verdict = "within" if ready <= floor else f"over by {ready - floor:.1f}s"
+
+    def against(interval: float) -> str:
+        floor = interval + start
+        verdict = "within" if ready <= floor else f"over by {ready - floor:.1f}s"
+        return f"{interval:g}s + start = {floor:.1f}s: {verdict}"
+
     return (
-        f"lockd killed -> ready again: {ready:.1f}s = detection {detected:.1f}s (the monitor interval is "
-        f"{MONITOR_INTERVAL:g}s) + cinder-volume stop {stop:.1f}s + lockd stop {lockd_stop:.1f}s + lockd start "
-        f"{start:.1f}s + Pacemaker between steps {scheduling:.1f}s; floor interval + start = {floor:.1f}s: {verdict}; "
+        f"lockd killed -> ready again: {ready:.1f}s = detection {detected:.1f}s (process check every "
+        f"{PROCESS_CHECK_INTERVAL:g}s) + cinder-volume stop {stop:.1f}s + lockd stop {lockd_stop:.1f}s + lockd start "
+        f"{start:.1f}s + Pacemaker between steps {scheduling:.1f}s; floor with the /readyz monitor's interval "
+        f"{against(READYZ_CHECK_INTERVAL)}; with the process check's {against(PROCESS_CHECK_INTERVAL)}; "
         f"cinder-volume started again after {cinder_volume:.1f}s"
     )
 
@@ -114,7 +137,7 @@ def test_etcd_unreachable_stops_cinder_volume_until_etcd_is_back(deployed: Deplo
     deployed.etcd.kill()
     try:
         wait_for(lambda: not alive(cinder_volume), 60, "cinder-volume stopped after lockd's monitor failed")
-        assert monitor_failed(deployed, "error"), deployed.node.failures()
+        assert failed_monitor(deployed, "error"), deployed.node.failures()
         # A lock taken the way Cinder takes it fails with a clear error and never runs the guarded work.
         coordinator = tooz.coordination.get_coordinator(deployed.backend_url, b"pm-test")
         ran = []
