@@ -14,6 +14,8 @@ silence, not a reset.
 
 - ``isolate``: every packet in and out of the host's link dropped (a dead switch port);
 - ``cut(a, b)``: packets between two hosts dropped (a partition between them, others unaffected);
+- ``drop_connection(a, port)``: the packets of one TCP connection of a host dropped, both ways (a stateful
+  firewall or NAT on the path that lost that flow's state; the host's other connections are unaffected);
 - ``lossy``: a share of packets dropped at random (iptables ``statistic``), out, in or both ways;
 - ``slow``: every packet delayed, out, in or both ways.
 
@@ -176,6 +178,17 @@ class TestNetwork:
             host.iptables("-A", _CHAIN_IN, "-s", ip, "-j", "DROP")
             host.iptables("-A", _CHAIN_OUT, "-d", ip, "-j", "DROP")
         host.faults.append(f"cut from {','.join(others)}")
+
+    def drop_connection(self, name: str, local_port: int) -> None:
+        """The packets of the host's TCP connection from ``local_port`` vanish, both ways; its others flow on.
+
+        What a connection sees when a stateful firewall or NAT box on its path forgets it (a failover, a full
+        table): silence on that one connection, while new connections to the same server work.
+        """
+        host = self.hosts[name]
+        host.iptables("-A", _CHAIN_OUT, "-p", "tcp", "--sport", str(local_port), "-j", "DROP")
+        host.iptables("-A", _CHAIN_IN, "-p", "tcp", "--dport", str(local_port), "-j", "DROP")
+        host.faults.append(f"connection from port {local_port} dropped")
 
     def lossy(self, name: str, share: float, direction: str = "both") -> None:
         """Each packet dropped with probability ``share``, leaving (``out``), arriving (``in``) or both."""

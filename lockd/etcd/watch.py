@@ -27,9 +27,12 @@ right for a view that must not miss history, slow for a lock handoff.
 
 Liveness: a stopped etcd closes the socket: the reader sees it and every watch of the hub ends with
 :class:`StreamBroken`, so their waiters re-read and re-watch (on a new hub, through whichever member the client
-uses then). A member that goes silent without closing (paused, partitioned) is noticed by TCP keepalive on the
-socket, or by the client closing the hub when a request to that member fails, or by ``abort()`` from a session
-that was lost.
+uses then). A member that goes silent without closing is noticed by whichever comes first: the client closing
+the hub when a request to that member fails (for a lock waiter, usually its session's next keepalive), ``abort()``
+from a session that was lost, or TCP keepalive on the socket (``_KEEPALIVE``), which is all there is when no
+request fails: a bare hub, or this one connection silenced (tests/netfaults/test_silent_watch.py, ~25 s).
+Keepalive catches a partition, not a paused member: a SIGSTOPped etcd's kernel still answers the probes (a bare
+hub to one stayed open 45 s), so only a failing request or a lost session ends that stream.
 """
 
 from __future__ import annotations
