@@ -215,6 +215,38 @@ def test_ocf_monitor_fails_when_etcd_goes_and_stop_leaves_nothing(tmp_path: Path
         member.stop()
 
 
+def test_ocf_never_forgets_a_live_process_pid_file(tmp_path: Path) -> None:
+    """Between the fork and the exec of `lockd serve`, the PID in the file is still a copy of the agent's shell. A
+    check that sees a live process that is not (yet) lockd says "not running" but must keep the file: the old
+    agent deleted it, and the lockd that process became was then invisible to every later monitor and stop, an
+    orphan holding the node's port (a three-node run once ended with one). Played here by a shell that execs a
+    stand-in `... serve` after a second; the old agent fails the stop's assertion."""
+    # as Pacemaker runs the recurring depth-0 monitor (an interval set: not a probe, so it gives its reason)
+    env = {**_agent_env(tmp_path, free_port()), "OCF_CHECK_LEVEL": "0", "OCF_RESKEY_CRM_meta_interval": "2000"}
+    pid_file = tmp_path / "lockd.pid"
+    stand_in = tmp_path / "stand-in.sh"  # a script, so that its command line names no "serve" before the exec
+    stand_in.write_text(f"sleep 1.5\nexec {sys.executable} -c 'import time; time.sleep(60)' serve\n")
+    child = subprocess.Popen(["sh", str(stand_in)])
+    try:
+        pid_file.write_text(f"{child.pid}\n")
+        early = subprocess.run([str(DEPLOY / "pacemaker" / "lockd"), "monitor"], env=env, capture_output=True,
+                               text=True, timeout=30)  # fmt: skip
+        assert early.returncode == 7, early
+        assert f"process {child.pid} is not lockd serve" in early.stderr, early.stderr
+        kept = pid_file.exists() and pid_file.read_text().strip() == str(child.pid)
+        assert kept, "a live process's PID file was deleted"
+        wait_for(lambda: _agent("monitor", env) == 0, timeout=30, what="the stand-in to count as lockd")
+        assert _agent("stop", env) == 0
+        assert child.wait(timeout=30) is not None and not pid_file.exists()
+        # and a PID file whose process is gone is stale: not running, and removed
+        pid_file.write_text(f"{child.pid}\n")
+        assert _agent("monitor", env) == 7 and not pid_file.exists()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
 def test_ocf_stop_takes_the_embedded_etcd_down_too(tmp_path: Path) -> None:
     """With no backend, lockd runs its own etcd; stopping the resource must not leave that etcd behind."""
     env = _agent_env(tmp_path, free_port())
