@@ -108,7 +108,7 @@ class DistributedLock:
         otherwise unused: waiters are woken by etcd, not by polling.
         Raises:
             ValueError: a negative ``delay`` or ``timeout`` (as fasteners).
-            lockd.errors.UsageError: no lock backend is configured (``$LOCKD_BACKEND_URL``).
+            lockd.errors.UsageError: no lock backend is configured (see ``drivers_shim.runtime``).
             lockd.errors.BackendError: etcd could not be reached; nothing is held, the guarded code must not run.
         """
         if delay < 0:
@@ -221,8 +221,10 @@ def patch_lockutils(module: types.ModuleType | None = None, *, host_local: Itera
     file locks; ``[]`` for none. ``None`` reads ``$LOCKD_HOST_LOCAL_LOCKS``, and without it takes
     ``drivers_shim.scope.DEFAULT_HOST_LOCAL_LOCKS``. Calling again replaces the scope.
 
-    The backend is the shim's (``drivers_shim.configure`` or ``$LOCKD_BACKEND_URL``); nothing connects until
-    the first external lock is taken, so patching is cheap and cannot fail on a backend that is down.
+    The backend is the shim's (``drivers_shim.configure``, ``$LOCKD_BACKEND_URL``, a lockd URL in
+    ``[coordination] backend_url``, or ``lockd serve``'s: see ``drivers_shim.runtime``), looked up when the first
+    external lock is taken: patching is cheap, cannot fail on a backend that is down, and may come before the
+    config files are parsed.
     ``module`` is lockutils itself (the import hook passes it while it is still being imported).
 
     Raises:

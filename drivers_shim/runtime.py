@@ -1,8 +1,24 @@
 """The process's one coordinator for the shim: configured explicitly, from the environment, or discovered.
 
-Order: ``configure(backend_url=...)``, else ``$LOCKD_BACKEND_URL``, else the URL a running ``lockd serve``
-announced in its state directory. A forked child gets its own coordinator (a session lease must never be
-shared by two processes: one's exit would revoke the other's locks).
+Backend URL order, first found wins:
+
+1. ``configure(backend_url=...)``: code that chose a backend meant it;
+2. ``$LOCKD_BACKEND_URL``: set for this one process (a systemd drop-in, a test);
+3. ``[coordination] backend_url`` of this process's own oslo.config ``cfg.CONF`` (cinder.conf for
+   cinder-volume), only when the operator set it (file, command line or ``OS_COORDINATION__BACKEND_URL``, not
+   Cinder's default ``file://$state_path``) and it is a ``lockd+etcd3+http(s)`` URL: then the patched oslo
+   locks and Cinder's own coordination locks use one URL written once, and cannot drift apart;
+4. the URL a running ``lockd serve`` announced in its state directory.
+
+Explicit beats implicit: each source is more specific to this process, or more deliberately chosen for the
+shim, than the ones after it, so an operator can always override cinder.conf or the local ``lockd serve``
+without editing them. cinder.conf is read only for lockd URLs: a ``file://`` URL is exactly the host-local
+lock the shim exists to replace, and a stock ``etcd3+http`` URL says the host's coordination is not on lockd
+yet, so the shim does not guess a lockd URL from it: it keeps needing ``$LOCKD_BACKEND_URL``, as before.
+
+The URL is resolved when the first lock is taken, not at import or patch time: cinder-volume has parsed its
+config files by then. A forked child gets its own coordinator (a session lease must never be shared by two
+processes: one's exit would revoke the other's locks).
 """
 
 from __future__ import annotations
@@ -11,12 +27,16 @@ import dataclasses
 import os
 import socket
 import threading
-from typing import Any
+import urllib.parse
+from typing import TYPE_CHECKING, Any
 
 import tooz.coordination
 
 from lockd.errors import UsageError
-from lockd.options import announced_backend_url
+from lockd.options import SCHEMES, announced_backend_url
+
+if TYPE_CHECKING:
+    from oslo_config import cfg
 
 
 @dataclasses.dataclass
@@ -51,14 +71,64 @@ def settings() -> Settings:
 
 
 def backend_url() -> str:
-    """The backend URL in force. Raises UsageError when none is configured, set or announced."""
-    url = _settings.backend_url or os.environ.get("LOCKD_BACKEND_URL") or announced_backend_url()
+    """The backend URL in force (see the module docstring for the order).
+
+    Raises:
+        UsageError: none is configured, set in the environment, set in ``[coordination]`` or announced.
+    """
+    url = (
+        _settings.backend_url
+        or os.environ.get("LOCKD_BACKEND_URL")
+        or oslo_config_backend_url()
+        or announced_backend_url()
+    )
     if not url:
         raise UsageError(
             "no lock backend: call drivers_shim.configure(backend_url=...), set LOCKD_BACKEND_URL, "
+            "set [coordination] backend_url = lockd+etcd3+http://... in the service's config file (cinder.conf), "
             "or run `lockd serve` on this host"
         )
     return url
+
+
+def oslo_config_backend_url() -> str | None:
+    """``[coordination] backend_url`` from this process's ``cfg.CONF`` when the operator set a lockd URL there.
+
+    None (never an exception: this source is optional, the next one is tried) when oslo.config is missing, no
+    one registered the option (Cinder does, in ``cinder/coordination.py``), the config files are not parsed
+    yet, the value is the option's default (Cinder's ``file://$state_path``) or a code override rather than the
+    operator's, or it is not a ``lockd+etcd3+http(s)`` URL.
+    """
+    try:
+        from oslo_config import cfg
+    except ImportError:
+        return None
+    conf = cfg.CONF
+    try:
+        if not _parsed(conf) or not _operator_set(conf, "backend_url", "coordination"):
+            return None
+        url = conf.coordination.backend_url
+    except Exception:  # another program's configuration: any failure in it means "not from here"
+        return None
+    if not isinstance(url, str) or urllib.parse.urlsplit(url).scheme not in SCHEMES:
+        return None
+    return url
+
+
+def _parsed(conf: cfg.ConfigOpts) -> bool:
+    """True once ``conf(...)`` has parsed the command line and config files: it registers ``config_file`` then
+    (and ``clear()`` unregisters it). oslo.config 10 also reports only defaults before that, so the location
+    check alone would fall through too; this states the condition instead of leaning on that detail."""
+    return "config_file" in conf
+
+
+def _operator_set(conf: cfg.ConfigOpts, name: str, group: str) -> bool:
+    """True when ``group.name`` is registered and its value came from the operator: a config file, the command
+    line or the environment (oslo's ``Locations.is_user_controlled``), not a default or a code override."""
+    if group not in conf or name not in conf[group]:
+        return False
+    location = conf.get_location(name, group)
+    return location is not None and location.location.is_user_controlled
 
 
 def status_url() -> str | None:
