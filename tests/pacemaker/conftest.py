@@ -221,10 +221,12 @@ class LogCursor:
                 found.append((event, stamp))
         return found
 
-    def monitor_failed_at(self, resource: str) -> float:
-        """When the first failed monitor of ``resource`` after the cursor came back (Pacemaker's clock)."""
-        failed = re.compile(rf"Result of monitor operation for {resource} on \S+: (?!ok\b|Cancelled\b)")
-        return next(stamp for line, stamp in self._controller_lines() if failed.search(line))
+    def first_failed_monitor(self, resource: str) -> tuple[float, str]:
+        """When the first failed monitor of ``resource`` after the cursor came back (Pacemaker's clock), and its op
+        key (``lockd_monitor_2000``): which monitor noticed. crm_mon cannot tell: it keeps one last failure per
+        resource, so a second monitor failing right after overwrites the first."""
+        failed = re.compile(rf"Result of monitor operation for {resource} on \S+: (?!ok\b|Cancelled\b).* key=(\S+)")
+        return next((stamp, m.group(1)) for line, stamp in self._controller_lines() if (m := failed.search(line)))
 
     def events(self) -> list[tuple[str, str, str]]:
         return [event for event, _ in self.timed_events()]

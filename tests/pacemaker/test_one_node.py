@@ -37,12 +37,10 @@ def back_to_all_started(cluster: Deployed, tag: str) -> None:
     assert set(statuses.values()) == {"available"}, statuses
 
 
-def failed_monitor(cluster: Deployed, exitstatus: str) -> str | None:
-    """The op key (lockd_monitor_<interval ms>) of a failed lockd monitor crm_mon lists with this exit status
-    ("not running", "error"), else None."""
+def monitor_failed(cluster: Deployed, exitstatus: str) -> bool:
+    """crm_mon lists a failed lockd monitor with this exit status ("not running", "error")."""
     failures = cluster.node.failures()
-    keys = [f["op_key"] for f in failures if f.get("exitstatus") == exitstatus]
-    return next((key for key in keys if key.startswith("lockd_monitor")), None)
+    return any(f["op_key"].startswith("lockd_monitor") and f.get("exitstatus") == exitstatus for f in failures)
 
 
 def test_configuration_runs_cinder_volume_after_lockd_and_serves_volumes(deployed: Deployed) -> None:
@@ -67,8 +65,7 @@ def test_lockd_killed_is_restarted_and_cinder_volume_restarted_after_it(deployed
     killed_at = time.time()
     os.kill(lockd, signal.SIGKILL)
     # noticed by a monitor (not by anything else): what an operator sees meanwhile
-    wait_for(lambda: failed_monitor(deployed, "not running"), 30, "lockd's monitor to report it not running")
-    print(f"\nnoticed by {failed_monitor(deployed, 'not running')}")
+    wait_for(lambda: monitor_failed(deployed, "not running"), 30, "lockd's monitor to report it not running")
     print("\n" + deployed.crm_mon() + "\n" + repr(deployed.lockd_locks()))
     wait_for(lambda: deployed.lockd_pid() not in (None, lockd) and deployed.ready(), 60, "lockd ready again")
     wait_for(lambda: deployed.cinder_volume_pid() not in (None, cinder_volume), 120, "a new cinder-volume")
@@ -108,7 +105,8 @@ def readyz_answers(cluster: Deployed) -> int:
 def recovery_breakdown(cursor: LogCursor, killed_at: float) -> str:
     """Where the time from the kill to lockd ready again went, from Pacemaker's log (a report, not a check: the
     figures depend on the machine's load; docs/operations.md quotes them with this test as their command)."""
-    detected = cursor.monitor_failed_at("lockd") - killed_at
+    failed_at, noticed_by = cursor.first_failed_monitor("lockd")
+    detected = failed_at - killed_at
     stop, lockd_stop, start = (cursor.seconds(*step) for step in (
         ("cinder-volume", "stop"), ("lockd", "stop"), ("lockd", "start")))  # fmt: skip
     ready = cursor.at(("result", "lockd", "start")) - killed_at  # the agent's start returns once /readyz is 200
@@ -121,10 +119,10 @@ def recovery_breakdown(cursor: LogCursor, killed_at: float) -> str:
         return f"{interval:g}s + start = {floor:.1f}s: {verdict}"
 
     return (
-        f"lockd killed -> ready again: {ready:.1f}s = detection {detected:.1f}s (process check every "
-        f"{PROCESS_CHECK_INTERVAL:g}s) + cinder-volume stop {stop:.1f}s + lockd stop {lockd_stop:.1f}s + lockd start "
-        f"{start:.1f}s + Pacemaker between steps {scheduling:.1f}s; floor with the /readyz monitor's interval "
-        f"{against(READYZ_CHECK_INTERVAL)}; with the process check's {against(PROCESS_CHECK_INTERVAL)}; "
+        f"lockd killed -> ready again: {ready:.1f}s = detection {detected:.1f}s (by {noticed_by}; process check "
+        f"every {PROCESS_CHECK_INTERVAL:g}s) + cinder-volume stop {stop:.1f}s + lockd stop {lockd_stop:.1f}s + "
+        f"lockd start {start:.1f}s + Pacemaker between steps {scheduling:.1f}s; floor with the /readyz monitor's "
+        f"interval {against(READYZ_CHECK_INTERVAL)}; with the process check's {against(PROCESS_CHECK_INTERVAL)}; "
         f"cinder-volume started again after {cinder_volume:.1f}s"
     )
 
@@ -137,7 +135,7 @@ def test_etcd_unreachable_stops_cinder_volume_until_etcd_is_back(deployed: Deplo
     deployed.etcd.kill()
     try:
         wait_for(lambda: not alive(cinder_volume), 60, "cinder-volume stopped after lockd's monitor failed")
-        assert failed_monitor(deployed, "error"), deployed.node.failures()
+        assert monitor_failed(deployed, "error"), deployed.node.failures()
         # A lock taken the way Cinder takes it fails with a clear error and never runs the guarded work.
         coordinator = tooz.coordination.get_coordinator(deployed.backend_url, b"pm-test")
         ran = []
