@@ -190,9 +190,8 @@ class Deployment:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCKD_", "PYTHON"))}
         env["PYTHONPATH"] = str(HERE)  # the demo driver
-        if self.mode == "lockd":  # as deploy/cinder/README.md says: the patched oslo locks need the URL too
+        if self.mode == "lockd":  # the patched oslo locks find the URL in cinder.conf's [coordination]
             env["LOCKD_PATCH_LOCKUTILS"] = "1"
-            env["LOCKD_BACKEND_URL"] = str(self.etcd_url)
         return env
 
     # -- lifecycle ---------------------------------------------------------------------------------------------

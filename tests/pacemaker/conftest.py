@@ -64,13 +64,14 @@ def cinder_volume_launcher(path: Path, cinder: Any, nodes: list[str]) -> None:
     exec the service with this node's cinder.conf (own ``host``, same ``cluster``), picked by ``crm_node -n``.
 
     ocf:heartbeat:anything starts ``binfile`` through ``su -``, which clears the environment, so the demo's
-    variables (its driver on PYTHONPATH, the lockutils patch and its backend) go into the script.
+    variables (its driver on PYTHONPATH, the lockutils patch) go into the script; the patched locks read their
+    backend from cinder.conf, as on a real node (deploy/cinder/README.md).
     """
     for node in nodes:
         conf = Path(cinder.conf(node))  # <state>/<node>/cinder.conf
         conf.write_text(conf.read_text() + CINDER_VOLUME_CONF)
     env = cinder.env()
-    exports = "".join(f"export {k}='{env[k]}'\n" for k in ("PYTHONPATH", "LOCKD_PATCH_LOCKUTILS", "LOCKD_BACKEND_URL"))
+    exports = "".join(f"export {k}='{env[k]}'\n" for k in ("PYTHONPATH", "LOCKD_PATCH_LOCKUTILS"))
     conf = f"{cinder.dir}/$(crm_node -n)/cinder.conf"
     path.write_text(f"#!/bin/sh\n{exports}exec {cinder.bin / 'cinder-volume'} --config-file {conf}\n")
     path.chmod(0o755)
