@@ -238,9 +238,10 @@ def test_ocf_never_forgets_a_live_process_pid_file(tmp_path: Path) -> None:
         wait_for(lambda: _agent("monitor", env) == 0, timeout=30, what="the stand-in to count as lockd")
         assert _agent("stop", env) == 0
         assert child.wait(timeout=30) is not None and not pid_file.exists()
-        # and a PID file whose process is gone is stale: not running, and removed
+        # and a PID file whose process is gone is stale: not running (the monitor only reads), and stop removes it
         pid_file.write_text(f"{child.pid}\n")
-        assert _agent("monitor", env) == 7 and not pid_file.exists()
+        assert _agent("monitor", env) == 7 and pid_file.exists()
+        assert _agent("stop", env) == 0 and not pid_file.exists()
     finally:
         if child.poll() is None:
             child.kill()
