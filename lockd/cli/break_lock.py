@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from lockd.admin_token import local_token
+from lockd.admin_token import local_token, token_path
 from lockd.cli.admin_client import AdminError, add_url_argument, quote, request
 from lockd.config import read_token_file
 from lockd.lock import validate_name
@@ -34,13 +34,22 @@ def run(args: argparse.Namespace) -> int:
     token = args.admin_token or os.environ.get("LOCKD_ADMIN_TOKEN")
     if not token and args.admin_token_file:
         token = read_token_file(args.admin_token_file)
+    made_by_serve = None
     if not token:
         token = local_token(args.url, default_state_dir())
+        made_by_serve = token_path(default_state_dir()) if token else None
     try:
         request(args.url, "DELETE", "/v1/locks/" + quote(name), token=token)
     except AdminError as exc:
         if exc.status == 404:
             raise AdminError(f"lock {name!r} is not held; nothing to break", 404) from None
+        if exc.status == 403 and made_by_serve is not None:
+            # The file outlives a switch to a configured token: say where the refused token came from.
+            raise AdminError(
+                f"{exc}: the token came from {made_by_serve}, which lockd serve makes when it has no token "
+                "configured; this sidecar uses another: pass --admin-token-file or set LOCKD_ADMIN_TOKEN",
+                403,
+            ) from None
         raise
     print(f"broke lock {name!r}", file=sys.stderr)
     return 0

@@ -70,6 +70,23 @@ def test_break_needs_the_token_then_releases(server, coordinator, lock_name, cap
     assert code == 1 and "not held" in err
 
 
+def test_a_stale_token_file_is_named_when_refused(server, coordinator, lock_name, capsys, monkeypatch, tmp_path):
+    """A sidecar that once ran without a token left its token file; after the operator configured a token, the CLI
+    on the host still finds the old file. The refusal names the file and what to pass instead; nothing changes."""
+    monkeypatch.delenv("LOCKD_ADMIN_TOKEN", raising=False)
+    monkeypatch.setenv("LOCKD_STATE_DIR", str(tmp_path))
+    (tmp_path / "admin_token").write_text("made-before-the-token-was-configured\n")
+    lock = coordinator.get_lock(lock_name)
+    assert lock.acquire()
+    wait_for(lambda: _listed(server, lock_name))
+    code, _, err = _run(capsys, "break", lock_name, "--url", server.url)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert str(tmp_path / "admin_token") in err and "--admin-token-file" in err, err
+    assert "made-before" not in err  # a secret, even a stale one, is never printed
+    assert lock.is_still_owner()
+    lock.release()
+
+
 def test_bad_input_is_exit_2_with_one_line(server, capsys) -> None:
     for argv in (
         ["break", "caf\u00e9"],
