@@ -20,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lockd.api import api_docs
 from lockd.api.backend import Backend, NotFound, NotHeld
 from lockd.api.browser_guard import BrowserGuard
 from lockd.api.routers import audit, health, locks, members, metrics, status
@@ -53,6 +54,8 @@ def create_app(settings: Settings) -> FastAPI:
         "directory when none is configured). Requests whose Host header is not one this server answers for "
         "get a 400.",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load their viewers from a CDN: lockd.api.api_docs serves its own
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
@@ -62,6 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(pages.router)
     app.mount("/ui/static", StaticFiles(directory=pages.STATIC_DIR), name="console-static")
+    api_docs.install(app)
     _install_error_mapping(app)
     app.add_middleware(BrowserGuard, settings=settings)  # before any route; refusals are still counted below
     app.add_middleware(_CountRequests, metrics=app.state.metrics)

@@ -12,8 +12,8 @@ Threats, all from a web page the operator's browser shows while `lockd serve` ru
   a simple request cannot carry; no CORS header is ever sent, so a script elsewhere cannot either.
 - Clickjacking of the console's break button: ``X-Frame-Options: DENY`` and ``frame-ancestors 'none'``.
 - Injected content: a Content-Security-Policy allowing only lockd's own scripts, styles and images (no inline
-  script). FastAPI's ``/docs`` and ``/redoc`` pages load their viewers from a CDN and an inline script, so
-  they get a policy naming exactly those sources (still no framing); everything else gets the strict one.
+  script, no other origin). ``/docs`` (Swagger UI, from this host: lockd.api.api_docs) also allows style
+  attributes and ``data:`` images, which Swagger UI draws with; still only this origin's scripts.
 
 A pure ASGI middleware (no body copying), so it costs a header scan per request.
 """
@@ -32,14 +32,12 @@ STRICT_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-# FastAPI's Swagger UI and ReDoc pages: their bundles and fonts from the CDNs FastAPI names, one inline script.
+# Swagger UI (lockd.api.api_docs): our scripts only, as everywhere; it sets style attributes and draws data: icons.
 API_DOCS_CSP = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "font-src https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; "
-    "worker-src blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-API_DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc")
+API_DOCS_PATHS = ("/docs",)
 _WILDCARDS = ("0.0.0.0", "::", "")
 
 
