@@ -95,9 +95,9 @@ def oslo_config_backend_url() -> str | None:
     """``[coordination] backend_url`` from this process's ``cfg.CONF`` when the operator set a lockd URL there.
 
     None (never an exception: this source is optional, the next one is tried) when oslo.config is missing, no
-    one registered the option (Cinder does, in ``cinder/coordination.py``), the config files are not parsed
-    yet, the value is the option's default (Cinder's ``file://$state_path``) or a code override rather than the
-    operator's, or it is not a ``lockd+etcd3+http(s)`` URL.
+    one registered the option (Cinder does, in ``cinder/coordination.py``), the value is the option's default
+    (Cinder's ``file://$state_path``; before the config files are parsed every value is) or a code override
+    rather than the operator's, or it is not a ``lockd+etcd3+http(s)`` URL.
     """
     try:
         from oslo_config import cfg
@@ -105,21 +105,14 @@ def oslo_config_backend_url() -> str | None:
         return None
     conf = cfg.CONF
     try:
-        if not _parsed(conf) or not _operator_set(conf, "backend_url", "coordination"):
+        if not _operator_set(conf, "backend_url", "coordination"):
             return None
         url = conf.coordination.backend_url
     except Exception:  # another program's configuration: any failure in it means "not from here"
         return None
-    if not isinstance(url, str) or urllib.parse.urlsplit(url).scheme not in SCHEMES:
+    if not url or urllib.parse.urlsplit(url).scheme not in SCHEMES:
         return None
     return url
-
-
-def _parsed(conf: cfg.ConfigOpts) -> bool:
-    """True once ``conf(...)`` has parsed the command line and config files: it registers ``config_file`` then
-    (and ``clear()`` unregisters it). oslo.config 10 also reports only defaults before that, so the location
-    check alone would fall through too; this states the condition instead of leaning on that detail."""
-    return "config_file" in conf
 
 
 def _operator_set(conf: cfg.ConfigOpts, name: str, group: str) -> bool:

@@ -36,8 +36,9 @@ def run(args: argparse.Namespace) -> int:
         token = read_token_file(args.admin_token_file)
     made_by_serve = None
     if not token:
-        token = local_token(args.url, default_state_dir())
-        made_by_serve = token_path(default_state_dir()) if token else None
+        state_dir = default_state_dir()
+        token = local_token(args.url, state_dir)
+        made_by_serve = token_path(state_dir) if token else None
     try:
         request(args.url, "DELETE", "/v1/locks/" + quote(name), token=token)
     except AdminError as exc:

@@ -220,7 +220,7 @@ def test_ocf_never_forgets_a_live_process_pid_file(tmp_path: Path) -> None:
     check that sees a live process that is not (yet) lockd says "not running" but must keep the file: the old
     agent deleted it, and the lockd that process became was then invisible to every later monitor and stop, an
     orphan holding the node's port (a three-node run once ended with one). Played here by a shell that execs a
-    stand-in `... serve` after a second; the old agent fails the stop's assertion."""
+    stand-in `... serve` after a second; the old agent fails at "kept" (the file is gone)."""
     # as Pacemaker runs the recurring depth-0 monitor (an interval set: not a probe, so it gives its reason)
     env = {**_agent_env(tmp_path, free_port()), "OCF_CHECK_LEVEL": "0", "OCF_RESKEY_CRM_meta_interval": "2000"}
     pid_file = tmp_path / "lockd.pid"
