@@ -9,7 +9,9 @@ process on the host. Instead a meta-path finder waits for ``oslo_concurrency.loc
 patches it before the importer gets it back, so no driver can bind the original ``external_lock``.
 
 This module must never break interpreter start: every failure becomes one line on stderr, and lockutils then
-keeps its file locks (host-local, as without the hook).
+keeps its file locks (host-local, as without the hook). A ``LOCKD_BACKEND_URL`` that cannot name a backend is
+reported here too, in one line; the patch stays on, so the locks it guards fail with the same message rather
+than run without their cluster-wide part.
 
 Lock scope: ``LOCKD_HOST_LOCAL_LOCKS`` (see ``drivers_shim.scope``) names the external locks that stay file
 locks; unset, lockd's defaults apply. A value that cannot be parsed is reported in one stderr line and the patch
@@ -51,6 +53,13 @@ def _patch(module: types.ModuleType) -> None:
             _warn(f"{exc}; until it is fixed no lock is kept host-local, every external lock is a lockd lock", None)
             host_local = ()
         patch_lockutils(module, host_local=host_local)
+        try:
+            from lockd import runtime
+
+            runtime.check_environment()
+        except UsageError as exc:
+            # Said now, at start-up, in one line; every cluster-wide lock raises the same until it is fixed.
+            _warn(f"{exc}; every external lock that is not host-local will fail until it is fixed", None)
     except Exception as exc:  # a broken lockd install must not take the driver down with it
         _warn(f"could not patch oslo lockutils, its external locks stay host-local file locks: {exc!r}")
 

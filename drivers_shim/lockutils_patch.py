@@ -1,36 +1,42 @@
-"""``patch_lockutils()``: oslo.concurrency's external (file) locks become lockd locks, with no driver change.
+"""``patch_lockutils()``: oslo.concurrency's external (file) locks also become cluster-wide lockd locks.
 
-Hook points (oslo.concurrency 5 to 7): ``lockutils.lock()`` takes its in-process lock (a semaphore, or a FIFO
+Hook point (oslo.concurrency 5 to 7): ``lockutils.lock()`` takes its in-process lock (a semaphore, or a FIFO
 reader/writer lock when ``fair=True``) and then, for ``external=True``, calls the *module global*
-``external_lock(name, lock_file_prefix, lock_path)`` at call time and uses only ``acquire(delay=, blocking=)``
-and ``release()`` on the result. ``synchronized``, ``synchronized_with_prefix`` (Cinder's ``utils.synchronized``)
-and ``lock_with_prefix`` all go through ``lock()``. Replacing the globals ``external_lock`` and
-``remove_external_lock_file`` is therefore enough:
+``external_lock(name, lock_file_prefix, lock_path)`` at call time and uses ``acquire(delay=, blocking=)`` and
+``release()`` on the result. ``synchronized``, ``synchronized_with_prefix`` (Cinder's ``utils.synchronized``) and
+``lock_with_prefix`` all go through ``lock()``. Replacing that one global is therefore enough.
 
-- the in-process lock is untouched, so internal locks, ``semaphores=`` and ``fair=True`` among threads behave
-  exactly as before; across processes and hosts lockd's queue is FIFO too, so ``fair=True`` keeps its meaning;
-- ``blocking=False`` on a lock held elsewhere makes ``acquire`` return False, and oslo's ``lock()`` raises
-  ``AcquireLockFailedException`` as it does for a held file lock; the function does not run;
-- ``delay`` was the polling interval of the file lock; lockd waiters are woken by a watch, so it is accepted
-  (and checked as fasteners checks it) but has nothing left to tune;
-- ``lock_path`` is not needed any more and ignored: the lockd name is oslo's lock *file name* (prefix rule and
-  ``os.sep`` -> ``_`` as in ``lockutils._get_lock_path``), which is the same on every host. Names that are not
-  1..512 printable ASCII characters are hashed deterministically (see ``lock_name``);
-- ``remove_external_lock_file`` (and the partials of ``remove_external_lock_file_with_prefix``) do nothing:
-  a lockd lock leaves nothing behind to clean up, and deleting a lock someone holds would be a break.
+The rule: turning the patch on never excludes less than the file lock did. So the patched external lock is
+oslo's own file lock *and* a lockd lock:
+
+- ``ExternalLock`` is a ``fasteners.InterProcessLock`` (what oslo returns, and an instance of
+  ``lockutils.InterProcessLock``) on the very path oslo would use (oslo's own ``external_lock`` computes it, so
+  ``lock_path`` is needed and checked exactly as without the patch). ``acquire`` takes the file lock first, then
+  the lockd lock of the same name within what is left of the caller's timeout; ``release`` lets go in reverse.
+  A process on the same host without the patch (``cinder-manage``, a unit without the drop-in, the old process
+  of a rolling restart) is excluded by the file, a process on another host by lockd. Every patched process
+  takes the two in the same order, so the pair cannot deadlock.
+- If the lockd acquire fails (etcd unreachable, the wait ran out, a bad backend URL) the file lock is released
+  before ``acquire`` returns False or raises: no local lock outlives a failed acquire.
+- The in-process lock is untouched, so internal locks, ``semaphores=``, ``fair=True`` and ``blocking=False``
+  behave as unpatched (a lock held elsewhere makes ``acquire`` return False and oslo raises
+  ``AcquireLockFailedException``; the function does not run). Across hosts lockd's queue is FIFO.
+- The lockd name is oslo's lock *file name* (prefix rule and ``os.sep`` -> ``_`` as in oslo), which is the same
+  on every host whatever each host's ``lock_path``. Names that are not 1..512 printable ASCII characters are
+  hashed deterministically (see ``lock_name``).
+- ``remove_external_lock_file`` is not replaced: it removes the lock file as oslo documents. A lockd lock
+  leaves nothing behind to clean up.
 
 Lost locks: oslo's API has no way to tell a caller, after the fact, that its lock went away (the release sits
 in a ``finally`` inside ``lock()``; raising there would replace the function's result or hide its exception).
 So a lock lost while held is logged at ERROR when the lease is lost (from the keepalive thread, at the moment
 it happens) and again at release. Code that must know should use ``drivers_shim.synchronized``, which raises
-``LockLost``.
+``LockLost``. The file lock is still held then: the host's other processes stay excluded.
 
 Lock scope (``drivers_shim.scope``): names matching a host-local pattern (``patch_lockutils(host_local=...)``,
 else ``$LOCKD_HOST_LOCAL_LOCKS``, else the defaults such as ``cinder-lioadm``, ``cinder-nvmetcli``, ``os-brick-*``)
-are handed to oslo's original ``external_lock`` / ``remove_external_lock_file`` with the caller's arguments: a
-file lock in ``lock_path``, exactly as without the patch. They guard things of one host (a kernel target, the
-initiator), which a cluster-wide lock would only serialise across hosts, and which unpatched processes on the same
-host (nova-compute sharing os-brick's lock_path) still lock with files.
+get oslo's original file lock alone. They guard things of one host (a kernel target, the initiator), which a
+cluster-wide lock would only serialise across hosts.
 
 Not covered: a module that did ``from oslo_concurrency.lockutils import external_lock`` *before* the patch keeps
 the original function. The ``LOCKD_PATCH_LOCKUTILS=1`` hook (see ``_lockd_autopatch``) patches lockutils right
@@ -43,17 +49,17 @@ import hashlib
 import logging
 import os
 import threading
+import time
 import types
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from drivers_shim import runtime
+import fasteners
+
 from drivers_shim.scope import DEFAULT_HOST_LOCAL_LOCKS, LockScope, host_local_from_env
+from lockd import runtime
 from lockd.errors import BackendError
 from lockd.etcd.keys import MAX_NAME_LENGTH
-
-if TYPE_CHECKING:
-    import fasteners
 
 LOG = logging.getLogger(__name__)
 
@@ -61,7 +67,7 @@ _HASH_CHARS = 32  # 128 bits of sha256: collisions are not a practical concern
 _READABLE_CHARS = 200  # how much of an odd name is kept in front of its hash, for people reading `lockd locks`
 
 _patch_lock = threading.Lock()
-_originals: dict[str, Any] = {}  #: oslo's own functions, kept once seen: host-local locks are still made by them
+_original: Any = None  #: oslo's own external_lock, kept once replaced: every file lock is still made by it
 _scope = LockScope(DEFAULT_HOST_LOCAL_LOCKS)  #: replaced by every patch_lockutils() before it swaps functions
 
 
@@ -84,44 +90,58 @@ def lock_name(name: str, lock_file_prefix: str | None = None) -> str:
     return f"{head}~{digest}"
 
 
-class DistributedLock:
-    """What ``external_lock()`` returns once patched: a lockd lock shaped like ``fasteners.InterProcessLock``.
+class ExternalLock(fasteners.InterProcessLock):
+    """What the patched ``external_lock()`` returns: oslo's file lock at ``path``, then the lockd lock ``name``.
 
-    One object per ``external_lock()`` call, used by one thread (as oslo uses it). ``name`` is the lockd name,
-    ``oslo_name`` the name the caller passed.
+    A ``fasteners.InterProcessLock`` with the same interface (``acquire``, ``release``, ``exists()``, ``path``,
+    ``acquired``, context manager). ``acquired`` is fasteners' own flag for the file lock; outside ``acquire``
+    it is True exactly while both are held, since a failed lockd acquire releases the file lock. One object per
+    ``external_lock()`` call, used by one thread (as oslo uses it). ``oslo_name`` is the name the caller passed.
     """
 
-    def __init__(self, name: str, oslo_name: str) -> None:
+    def __init__(self, path: str, name: str, oslo_name: str) -> None:
+        super().__init__(path)
         self.name = name
         self.oslo_name = oslo_name
-        self.acquired = False
         self.lost = False
         self._lock: Any = None
 
     def acquire(
         self, blocking: bool = True, delay: float = 0.01, max_delay: float = 0.1, timeout: float | None = None
     ) -> bool:
-        """Take the lock: wait forever, up to ``timeout`` seconds, or (``blocking=False``) try once.
+        """Take the file lock, then the lockd lock: wait forever, up to ``timeout`` seconds for both, or
+        (``blocking=False``) try each once.
 
-        Returns True when held, False when it is held elsewhere and the wait ran out (oslo's ``lock()`` then
-        raises ``AcquireLockFailedException``). ``delay``/``max_delay`` are validated as fasteners does but
-        otherwise unused: waiters are woken by etcd, not by polling.
+        Returns True when both are held; False when either is held elsewhere and the wait ran out (oslo's
+        ``lock()`` then raises ``AcquireLockFailedException``), with neither held. ``delay``/``max_delay`` pace
+        the file lock's polling, as unpatched; lockd waiters are woken by etcd.
         Raises:
             ValueError: a negative ``delay`` or ``timeout`` (as fasteners).
-            lockd.errors.UsageError: no lock backend is configured (see ``drivers_shim.runtime``).
-            lockd.errors.BackendError: etcd could not be reached; nothing is held, the guarded code must not run.
+            threading.ThreadError: the lock file could not be locked (as fasteners).
+            lockd.errors.UsageError: no usable lock backend is configured (see ``lockd.runtime``).
+            lockd.errors.BackendError: etcd could not be reached. In every error case the file lock is released
+                first: the guarded code must not run, and the host's other processes must not wait for nothing.
         """
-        if delay < 0:
-            raise ValueError("Delay must be greater than or equal to zero")
-        if timeout is not None and timeout < 0:
-            raise ValueError("Timeout must be greater than or equal to zero")
         if self.acquired:
             return True  # fasteners re-locks its own file lock without waiting; keep that
-        wait: bool | float = False if not blocking else (True if timeout is None else float(timeout))
-        lock = runtime.get_lock(self.name)
-        if not lock.acquire(wait):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not super().acquire(blocking=blocking, delay=delay, max_delay=max_delay, timeout=timeout):
             return False
-        self._lock, self.acquired, self.lost = lock, True, False
+        try:
+            lock = runtime.get_lock(self.name)
+            if not blocking:
+                wait: bool | float = False
+            elif deadline is None:
+                wait = True
+            else:
+                wait = max(0.0, deadline - time.monotonic())
+            if not lock.acquire(wait):
+                super().release()
+                return False
+        except BaseException:
+            super().release()
+            raise
+        self._lock, self.lost = lock, False
         on_lost = getattr(lock, "on_lost", None)  # lockd locks only; other tooz backends cannot tell
         if on_lost is not None:
             on_lost(self._report_lost)
@@ -132,20 +152,27 @@ class DistributedLock:
         self.lost = True
         LOG.error(
             "LOCK LOST: lockd lock %r (oslo external lock %r) is no longer held because the session lease of "
-            "this process was lost; the code inside it is running unprotected and another host may now hold it",
+            "this process was lost; the code inside it is running unprotected from other hosts (this host's "
+            "processes are still excluded by the lock file) and another host may now hold it",
             self.name,
             self.oslo_name,
         )
 
     def release(self) -> None:
-        """Release the lock. A lock found no longer ours is logged at ERROR (see the module docstring).
+        """Release the lockd lock, then the file lock. A lockd lock found no longer ours is logged at ERROR.
 
         Raises:
             threading.ThreadError: the lock is not held by this object (as fasteners).
         """
         if not self.acquired:
             raise threading.ThreadError("Unable to release an unacquired lock")
-        lock, self._lock, self.acquired = self._lock, None, False
+        lock, self._lock = self._lock, None
+        try:
+            self._release_lockd(lock)
+        finally:
+            super().release()
+
+    def _release_lockd(self, lock: Any) -> None:
         token = getattr(lock, "token", None)
         try:
             still_ours = lock.release()
@@ -156,73 +183,47 @@ class DistributedLock:
         if not still_ours:
             LOG.error(
                 "lockd lock %r (oslo external lock %r) was no longer held at release%s: the work it guarded "
-                "may have run concurrently with another holder",
+                "may have run concurrently with another host",
                 self.name,
                 self.oslo_name,
                 "" if token is None else f" (token {token})",
             )
 
-    def __enter__(self) -> DistributedLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
-
     def __repr__(self) -> str:
-        return f"<DistributedLock {self.name!r} acquired={self.acquired}>"
+        return f"<ExternalLock {self.name!r} at {self.path!r} acquired={self.acquired}>"
 
 
 def external_lock(
     name: str, lock_file_prefix: str | None = None, lock_path: str | None = None
-) -> DistributedLock | fasteners.InterProcessLock:
-    """Patched ``lockutils.external_lock``: a lockd lock named like the file (``lock_path`` is ignored).
-
-    A name in the host-local scope gets oslo's own file lock instead (``lock_path`` used, and required, as oslo
-    requires it).
+) -> fasteners.InterProcessLock:
+    """Patched ``lockutils.external_lock``: oslo's file lock (same path, ``lock_path`` required as by oslo)
+    that also takes the lockd lock named like the file; a name in the host-local scope gets the file lock alone.
     """
+    file_lock = _original_external_lock()(name, lock_file_prefix, lock_path)
     lockd_name = lock_name(name, lock_file_prefix)
     if _scope.is_host_local(lockd_name):
-        return _original("external_lock")(name, lock_file_prefix, lock_path)
-    return DistributedLock(lockd_name, name)
+        return file_lock
+    return ExternalLock(file_lock.path, lockd_name, name)
 
 
-def remove_external_lock_file(
-    name: str, lock_file_prefix: str | None = None, lock_path: str | None = None, semaphores: Any = None
-) -> None:
-    """Patched ``lockutils.remove_external_lock_file``: nothing to remove, a lockd lock leaves no file.
+def _original_external_lock() -> Any:
+    """oslo's own ``external_lock``: the one the patch replaced, or (never patched) the one lockutils still has."""
+    if _original is not None:
+        return _original
+    from oslo_concurrency import lockutils
 
-    A name in the host-local scope is a file lock, so oslo's own function removes its file.
-    """
-    lockd_name = lock_name(name, lock_file_prefix)
-    if _scope.is_host_local(lockd_name):
-        _original("remove_external_lock_file")(name, lock_file_prefix, lock_path, semaphores)
-        return
-    LOG.debug("remove_external_lock_file(%r): lockd lock %r has no file to remove", name, lockd_name)
-
-
-def _original(attr: str) -> Any:
-    """oslo's own ``attr``: the one replaced by the patch, or (never patched) the one lockutils still has."""
-    original = _originals.get(attr)
-    if original is None:
-        from oslo_concurrency import lockutils
-
-        original = getattr(lockutils, attr)
-    return original
-
-
-_REPLACEMENTS = {"external_lock": external_lock, "remove_external_lock_file": remove_external_lock_file}
+    return lockutils.external_lock
 
 
 def patch_lockutils(module: types.ModuleType | None = None, *, host_local: Iterable[str] | None = None) -> None:
-    """From now on oslo.concurrency external locks are lockd locks, except host-local ones (idempotent).
+    """From now on oslo.concurrency external locks also take lockd locks, except host-local ones (idempotent).
 
     ``host_local``: fnmatch patterns of lockd names (``lock_name()``, e.g. ``cinder-nvmetcli``) that stay oslo's
-    file locks; ``[]`` for none. ``None`` reads ``$LOCKD_HOST_LOCAL_LOCKS``, and without it takes
+    file locks alone; ``[]`` for none. ``None`` reads ``$LOCKD_HOST_LOCAL_LOCKS``, and without it takes
     ``drivers_shim.scope.DEFAULT_HOST_LOCAL_LOCKS``. Calling again replaces the scope.
 
     The backend is the shim's (``drivers_shim.configure``, ``$LOCKD_BACKEND_URL``, a lockd URL in
-    ``[coordination] backend_url``, or ``lockd serve``'s: see ``drivers_shim.runtime``), looked up when the first
+    ``[coordination] backend_url``, or ``lockd serve``'s: see ``lockd.runtime``), looked up when the first
     external lock is taken: patching is cheap, cannot fail on a backend that is down, and may come before the
     config files are parsed.
     ``module`` is lockutils itself (the import hook passes it while it is still being imported).
@@ -231,36 +232,33 @@ def patch_lockutils(module: types.ModuleType | None = None, *, host_local: Itera
         lockd.errors.UsageError: a bad ``host_local`` (a single string, a non-string or empty pattern) or a
             bad ``$LOCKD_HOST_LOCAL_LOCKS``; lockutils is then left as it was.
     """
-    global _scope
+    global _scope, _original
     scope = LockScope(host_local_from_env() if host_local is None else host_local)
     if module is None:
         from oslo_concurrency import lockutils as module
     with _patch_lock:
         _scope = scope  # before the swap: no lock may ever be taken under a scope not asked for
-        for attr, replacement in _REPLACEMENTS.items():
-            current = getattr(module, attr)
-            if current is not replacement:
-                _originals[attr] = current
-                setattr(module, attr, replacement)
+        if module.external_lock is not external_lock:
+            _original = module.external_lock
+            module.external_lock = external_lock
     LOG.info(
-        "oslo.concurrency external locks are now lockd locks (drivers_shim.patch_lockutils), "
-        "except host-local file locks matching %s",
+        "oslo.concurrency external locks now take a lockd lock after their file lock (drivers_shim.patch_lockutils), "
+        "except host-local locks matching %s",
         ", ".join(scope.host_local) or "nothing",
     )
 
 
 def unpatch_lockutils() -> None:
-    """Put oslo's file locks back (locks taken while patched stay lockd locks until released)."""
+    """Put oslo's own ``external_lock`` back (locks taken while patched keep their lockd lock until released)."""
     from oslo_concurrency import lockutils
 
     with _patch_lock:
-        for attr, replacement in _REPLACEMENTS.items():
-            if getattr(lockutils, attr) is replacement and attr in _originals:
-                setattr(lockutils, attr, _originals[attr])
+        if lockutils.external_lock is external_lock and _original is not None:
+            lockutils.external_lock = _original
 
 
 def is_patched() -> bool:
-    """True while lockutils' external locks are lockd locks."""
+    """True while lockutils' external locks also take lockd locks."""
     from oslo_concurrency import lockutils
 
     return lockutils.external_lock is external_lock

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from drivers_shim import runtime
 from drivers_shim.names import call_arguments, render_names
+from lockd import runtime
 from lockd.errors import BackendError, LockAcquireFailed, LockLost
 
 LOG = logging.getLogger(__name__)

@@ -52,7 +52,6 @@ HOST_LOCAL_IF_EXTERNAL = "host-local if external"
 BECOMES_DISTRIBUTED = "distributed"
 UNCHANGED = "unchanged"
 NOT_COVERED = "not covered"
-NO_OP = "no-op"
 BACKEND_URL = "distributed if backend_url=lockd+etcd3+http://"
 
 #: ``LockSite.scope`` of an oslo external lock under the lock scope in force (None for every other site).
@@ -323,7 +322,8 @@ class _Scanner(ast.NodeVisitor):
         """An oslo lock call. ``shifted``: a partial with the prefix bound, so ``external`` is keyword-only."""
         name = _argument(node, 0, "name")
         if target.endswith(".remove_external_lock_file"):
-            self._add(node, api, name, prefix, HOST_LOCAL, NO_OP, cleanup=True)
+            # The patch leaves file removal to oslo: the file lock is still taken, and lockd keeps no file.
+            self._add(node, api, name, prefix, HOST_LOCAL, UNCHANGED, cleanup=True)
             return
         if target.endswith(".external_lock"):
             external: bool | None = True
@@ -367,7 +367,7 @@ class _Scanner(ast.NodeVisitor):
                 host_local = self.lock_scope.covers_every_name_starting_with(start)
             scope = SCOPE_HOST_LOCAL if host_local else SCOPE_CLUSTER_WIDE
             if host_local:
-                with_patch = UNCHANGED  # the patch hands it to oslo's own file lock (or file removal)
+                with_patch = UNCHANGED  # the patch hands it to oslo's own file lock alone
             if not cleanup:
                 lock_name = mapped
         elif literal and today in (COORDINATION, DISTRIBUTED):

@@ -7,6 +7,7 @@ mapped once onto ``lease_ttl`` and ``request_timeout``. Everything else in lockd
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import os
 import urllib.parse
 from collections.abc import Mapping
@@ -114,6 +115,35 @@ def parse_backend_url(url: str, extra: Mapping[str, object] | None = None) -> Ba
         cert_cert=opts.get("cert_cert") or None,
         cert_key=opts.get("cert_key") or None,
     )
+
+
+def check_backend_url(url: object, source: str = "backend URL") -> str:
+    """``url`` if it can name a lock backend here: a valid lockd URL, or the scheme of an installed tooz driver.
+
+    Run where a URL enters (``drivers_shim.configure``, the environment, start-up), so a typo is reported there,
+    in one line naming ``source``, and not as stevedore's ``NoMatches`` traceback at the first lock. Only the
+    scheme is ever echoed: another driver's URL may carry a password.
+
+    Raises:
+        UsageError: not a ``SCHEME://...`` string, a lockd URL with a bad endpoint or option, or a scheme no
+            installed package registers in tooz's ``tooz.backends`` entry-point group.
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise UsageError(f"{source} is not a URL: expected lockd+etcd3+http://HOST:PORT or another tooz backend URL")
+    scheme = url.split("://", 1)[0]
+    if scheme in SCHEMES:
+        try:
+            parse_backend_url(url)
+        except UsageError as exc:
+            raise UsageError(f"{source}: {exc}") from None
+        return url
+    installed = sorted({ep.name for ep in importlib.metadata.entry_points(group="tooz.backends")})
+    if scheme not in installed:
+        raise UsageError(
+            f"{source} scheme {scheme!r} is not a lock backend installed here; "
+            f"installed tooz backends: {', '.join(installed)}"
+        )
+    return url
 
 
 def default_state_dir() -> Path:

@@ -31,10 +31,12 @@ def run_race(
     processes: int = 4,
     status_url: str | None = None,
     round_timeout: float = 120.0,
+    per_process: list[dict[str, Any]] | None = None,
     **options: Any,
 ) -> list[list[dict[str, Any]]]:
     """One round per id (kind "volume"), over ``processes`` racers of ``threads`` each; every thread's result,
-    per round. ``options`` are the scenario's own (tests/racer.py)."""
+    per round. ``options`` are the scenario's own (tests/racer.py); ``per_process`` gives each racer settings
+    of its own over them (then ``processes`` is its length), e.g. one patched process beside an unpatched one."""
     config = {
         "scenario": scenario,
         "runtime": runtime,
@@ -46,7 +48,8 @@ def run_race(
         "status_url": status_url,
         **options,
     }
-    racers = [ChildProcess("-W", "ignore", "-m", "tests.racer", json.dumps(config)) for _ in range(processes)]
+    own = per_process if per_process is not None else [{}] * processes
+    racers = [ChildProcess("-W", "ignore", "-m", "tests.racer", json.dumps({**config, **o})) for o in own]
     rounds: list[list[dict[str, Any]]] = []
     try:
         for rnd in range(len(ids)):

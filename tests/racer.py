@@ -11,6 +11,8 @@ CONFIG: ``runtime`` "threads" or "eventlet" (then ``eventlet.monkey_patch()`` ru
               pending deleting, success deleted); the result says whether its body ran
   counter     each thread: ``increments`` times, under drivers_shim.synchronized(lock name ``ids[round]``):
               read the integer in file ``counter_dir/ids[round]``, yield, write it back plus one
+  oslo_counter  the same under oslo's ``lockutils.synchronized(ids[round], "cinder-", external=True,
+              lock_path=lock_path)``, in a process patched (``patch_lockutils``: true) or not, as the config says
 
 Per round, on stdout/stdin (one JSON object per line):
   -> {"event": "ready", "round": r}   every thread has warmed up (read the status, or taken and released the
@@ -39,7 +41,7 @@ from typing import Any  # noqa: E402
 
 import drivers_shim  # noqa: E402
 import lockd.status  # noqa: E402
-from drivers_shim import runtime  # noqa: E402
+from lockd import runtime  # noqa: E402
 
 
 def emit(**event: Any) -> None:
@@ -85,9 +87,32 @@ def make_counter(counter_dir: Path, increments: int) -> Any:
     return attempt
 
 
+def make_oslo_counter(counter_dir: Path, increments: int, lock_path: str) -> Any:
+    from oslo_concurrency import lockutils
+
+    def bump(name: str) -> None:
+        with lockutils.lock(name, "cinder-", external=True, lock_path=lock_path):
+            path = counter_dir / name
+            value = int(path.read_text() or "0") if path.exists() else 0
+            time.sleep(0)
+            path.write_text(str(value + 1))
+
+    def attempt(name: str) -> dict[str, Any]:
+        for _ in range(increments):
+            bump(name)
+        return {"increments": increments, "external_lock": lockutils.external_lock.__module__}
+
+    return attempt
+
+
 def warm(scenario: str, kind: str, rid: str) -> None:
     """Open this thread's connection and fill caches the way a long-running service already has."""
-    if scenario == "counter":
+    if scenario == "oslo_counter":
+        from oslo_concurrency import lockutils
+
+        with lockutils.lock(f"warm-{rid}", "cinder-", external=True, lock_path=CONFIG["lock_path"]):
+            pass
+    elif scenario == "counter":
         lock = runtime.get_lock(f"warm-{rid}")
         lock.acquire()
         lock.release()
@@ -154,6 +179,10 @@ def main() -> int:
         work = make_transition(kind)
     elif scenario == "counter":
         work = make_counter(Path(CONFIG["counter_dir"]), int(CONFIG["increments"]))
+    elif scenario == "oslo_counter":
+        if CONFIG["patch_lockutils"]:
+            drivers_shim.patch_lockutils(host_local=[])
+        work = make_oslo_counter(Path(CONFIG["counter_dir"]), int(CONFIG["increments"]), CONFIG["lock_path"])
     else:
         emit(event="error", error=f"unknown scenario {scenario}")
         return 2

@@ -79,8 +79,8 @@ def record_hold(opts: dict[str, Any], member: str, name: str, start: float, toke
 
 def run_sync(url: str, name: str, member: str, opts: dict[str, Any]) -> int:
     import drivers_shim
-    from drivers_shim import runtime
     from drivers_shim.synchronized import held_locks
+    from lockd import runtime
 
     drivers_shim.configure(backend_url=url, prefix="", member_id=member, status_url=opts.get("status_url"))
 

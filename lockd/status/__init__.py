@@ -4,7 +4,8 @@ Closes Cinder's API test-and-set race: checking a status and then updating it in
 requests both pass the check. Here the check and the write are one atomic step in the store.
 
 ``get``, ``compare_and_set`` and ``history`` use the store the shim is configured for
-(``drivers_shim.configure(status_url=...)`` / ``$LOCKD_STATUS_URL``; unset = etcd next to the locks).
+(``lockd.runtime``: ``drivers_shim.configure(status_url=...)`` / ``$LOCKD_STATUS_URL``; unset = etcd next to
+the locks).
 ``open_store(url)`` gives a store explicitly (the admin API uses it). Stores: lockd.status.etcd_store,
 lockd.status.sql_store.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
+from lockd import runtime
 from lockd.status.model import CONFLICT, EPOCH, FENCED, HISTORY_KEEP, NOT_OWNER, Result, StatusStore
 from lockd.status.store import default_store, open_store
 
@@ -33,8 +35,6 @@ __all__ = [
 
 
 def _who() -> str:
-    from drivers_shim import runtime
-
     return runtime.member_id()
 
 

@@ -1,7 +1,8 @@
 """Choosing a status store: from a URL (``open_store``) or from the shim's configuration (``default_store``).
 
-The default follows ``drivers_shim.configure(status_url=...)`` / ``$LOCKD_STATUS_URL``; unset means the etcd
-store on the lock backend's own cluster, through the coordinator's etcd client. It is cached per process
+The default follows the process's settings in ``lockd.runtime`` (``drivers_shim.configure(status_url=...)`` /
+``$LOCKD_STATUS_URL``); unset means the etcd store on the lock backend's own cluster, through the coordinator's
+etcd client. It is cached per process
 (a forked child opens its own) and reopened when the URL or the coordinator changes.
 """
 
@@ -11,6 +12,7 @@ import os
 import threading
 from typing import Any
 
+from lockd import runtime
 from lockd.errors import UsageError
 from lockd.etcd.client import EtcdClient
 from lockd.options import SCHEMES as ETCD_SCHEMES
@@ -59,8 +61,6 @@ def default_store() -> StatusStore:
     Raises:
         UsageError: no status URL and the lock backend is not a lockd etcd backend (nothing to keep statuses in).
     """
-    from drivers_shim import runtime  # the shim depends on lockd, not the other way round at import time
-
     global _default
     url = runtime.status_url()
     etcd = None

@@ -13,7 +13,7 @@ import pytest
 import tooz.coordination
 
 import drivers_shim
-from drivers_shim import runtime
+from lockd import runtime
 from lockd.embedded import HOW_TO_GET_ETCD, EtcdUnavailable, find_etcd
 from lockd.options import announced_backend_url
 from tests.etcd_process import free_port

@@ -47,7 +47,7 @@ if args["patch_in_code"]:
     import drivers_shim
     drivers_shim.patch_lockutils()
 
-from drivers_shim import runtime
+from lockd import runtime
 try:
     with lockutils.lock(args["name"], "cinder-", external=True):
         report("held", backend_url=runtime.backend_url())
@@ -63,13 +63,14 @@ LOCKD_PATCHED = "drivers_shim.lockutils_patch"
 
 @pytest.fixture
 def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The children's environment: no LOCKD_*/OSLO_*/oslo [coordination] setting of the test run, and a
-    ``lockd serve`` state directory of their own (empty: nothing announced until a test writes it)."""
+    """The children's environment: no LOCKD_*/OSLO_*/oslo [coordination] setting of the test run, a lock_path,
+    and a ``lockd serve`` state directory of their own (empty: nothing announced until a test writes it)."""
     for var in [v for v in os.environ if v.startswith(("LOCKD_", "OSLO_", "OS_COORDINATION__"))]:
         monkeypatch.delenv(var)
     state = tmp_path / "lockd-state"
     state.mkdir()
     monkeypatch.setenv("LOCKD_STATE_DIR", str(state))
+    monkeypatch.setenv("OSLO_LOCK_PATH", str(tmp_path))  # every cinder-volume has a lock_path; the patch uses it too
     return state
 
 

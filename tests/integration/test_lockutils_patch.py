@@ -20,7 +20,8 @@ import tooz.coordination
 from oslo_concurrency import lockutils
 
 import drivers_shim
-from drivers_shim import lockutils_patch, runtime
+from drivers_shim import lockutils_patch
+from lockd import runtime
 from tests.etcd_process import queue_entries
 from tests.procs import wait_for
 
@@ -106,7 +107,9 @@ def test_two_hosts_lose_updates_with_file_locks_and_none_with_the_patch(
     patched, reports = run_two_hosts(tmp_path / "patched", lock_name, etcd_url, cycles)
     assert all(r["external_lock"] == "drivers_shim.lockutils_patch" for r in reports)
     assert patched == 2 * cycles
-    assert not list((tmp_path / "patched").glob("host-*/*")), "a patched external lock still made a lock file"
+    # The patched lock still takes oslo's file lock, in each host's own lock_path (for the host's unpatched ones).
+    assert (tmp_path / "patched" / "host-a" / f"cinder-{lock_name}").exists()
+    assert (tmp_path / "patched" / "host-b" / f"cinder-{lock_name}").exists()
 
 
 def test_fair_external_locks_are_served_in_arrival_order_across_processes(
@@ -132,16 +135,20 @@ def test_fair_external_locks_are_served_in_arrival_order_across_processes(
 
 
 @pytest.fixture
-def patched(etcd_url: str) -> Iterator[None]:
-    """This process with the patch on and the shim pointed at the test etcd; everything undone afterwards."""
+def patched(etcd_url: str, tmp_path: Path) -> Iterator[Path]:
+    """This process with the patch on, the shim pointed at the test etcd and ``[oslo_concurrency] lock_path`` set
+    (as every service that takes external locks has it); yields that lock_path. Everything undone afterwards."""
+    lock_path = tmp_path / "lock_path"
+    lockutils.CONF.set_override("lock_path", str(lock_path), group="oslo_concurrency")
     runtime.configure(backend_url=etcd_url)
     drivers_shim.patch_lockutils()
     try:
-        yield
+        yield lock_path
     finally:
         drivers_shim.unpatch_lockutils()
         runtime.stop()
         runtime.configure()
+        lockutils.CONF.clear_override("lock_path", group="oslo_concurrency")
 
 
 @pytest.fixture
@@ -162,7 +169,7 @@ def other_host(coordinator: tooz.coordination.CoordinationDriver) -> Callable[[s
 
 
 def test_blocking_false_on_a_lock_held_elsewhere_raises_as_oslo_does(
-    patched: None, other_host: Callable[[str], object], lock_name: str
+    patched: Path, other_host: Callable[[str], object], lock_name: str
 ) -> None:
     ran = []
 
@@ -184,7 +191,7 @@ def test_blocking_false_on_a_lock_held_elsewhere_raises_as_oslo_does(
 
 
 def test_patched_lock_is_held_in_lockd_under_the_prefixed_name(
-    patched: None, coordinator: tooz.coordination.CoordinationDriver, lock_name: str
+    patched: Path, coordinator: tooz.coordination.CoordinationDriver, lock_name: str
 ) -> None:
     synchronized = lockutils.synchronized_with_prefix("cinder")  # Cinder's utils.synchronized, no trailing '-'
     seen = []
@@ -200,29 +207,43 @@ def test_patched_lock_is_held_in_lockd_under_the_prefixed_name(
     lock.release()
 
 
-def test_external_lock_object_keeps_fasteners_semantics(
-    patched: None, other_host: Callable[[str], object], lock_name: str
+def test_external_lock_object_offers_interprocesslocks_interface(
+    patched: Path, other_host: Callable[[str], object], lock_name: str
 ) -> None:
     lock = lockutils.external_lock(lock_name, "cinder-")
-    assert isinstance(lock, lockutils_patch.DistributedLock)
+    assert isinstance(lock, lockutils_patch.ExternalLock) and isinstance(lock, lockutils.InterProcessLock)
+    assert lock.path == os.fsencode(patched / f"cinder-{lock_name}")  # where (and as) oslo has it unpatched
     with pytest.raises(ValueError):
         lock.acquire(delay=-1)
+    with pytest.raises(ValueError):
+        lock.acquire(timeout=-1)
     with pytest.raises(threading.ThreadError):
         lock.release()
 
     holder = other_host(f"cinder-{lock_name}")
     assert lock.acquire(blocking=False) is False
     assert lock.acquire(timeout=0.2) is False
+    assert not lock.acquired and not file_held(lock.path), "a failed acquire kept the file lock"
     holder.release()
     assert lock.acquire(delay=0.5) is True
-    assert lock.acquired
+    assert lock.acquired and lock.exists() and file_held(lock.path)
+    assert lock.acquire() is True  # re-acquiring a held lock returns at once, as fasteners does
     lock.release()
+    assert not lock.acquired and not file_held(lock.path)
     with lockutils.external_lock(lock_name, "cinder-") as again:
         assert again.acquired
 
 
+def file_held(path: bytes) -> bool:
+    """True when oslo's file lock on ``path`` is held, asked from a child: fcntl locks belong to a process, so
+    this process would be granted its own lock again."""
+    code = "import sys, fasteners; l = fasteners.InterProcessLock(sys.argv[1]); print(l.acquire(blocking=False))"
+    out = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=30, check=True)
+    return out.stdout.strip() == "False"
+
+
 def test_path_like_and_odd_names_map_to_valid_deterministic_lock_names(
-    patched: None, other_host: Callable[[str], object], lock_name: str
+    patched: Path, other_host: Callable[[str], object], lock_name: str
 ) -> None:
     path_name = f"/var/lib/cinder/mnt/{lock_name}/img-cache-1"
     assert lockutils_patch.lock_name(path_name, "cinder-") == f"cinder-_var_lib_cinder_mnt_{lock_name}_img-cache-1"
@@ -237,9 +258,8 @@ def test_path_like_and_odd_names_map_to_valid_deterministic_lock_names(
     assert len(set(mapped.values())) == 2
     assert lockutils_patch.lock_name(long_name + "y", "cinder-") != mapped[long_name]
 
-    # Oslo would need a lock_path for these; with the patch none is configured and they still exclude.
-    assert lockutils.CONF.oslo_concurrency.lock_path is None
-    for original in (path_name, long_name, odd_name):
+    # (A lock file name over 255 bytes cannot be created, with or without the patch: long_name is not taken.)
+    for original in (path_name, odd_name):
         holder = other_host(lockutils_patch.lock_name(original, "cinder-"))
         with pytest.raises(lockutils.AcquireLockFailedException):
             with lockutils.lock(original, "cinder-", external=True, blocking=False):
@@ -250,7 +270,7 @@ def test_path_like_and_odd_names_map_to_valid_deterministic_lock_names(
 
 
 def test_internal_locks_and_semaphores_are_untouched(
-    patched: None, other_host: Callable[[str], object], lock_name: str
+    patched: Path, other_host: Callable[[str], object], lock_name: str
 ) -> None:
     other_host(lock_name)
     other_host(f"cinder-{lock_name}")
@@ -286,20 +306,27 @@ def _try_internal(name: str) -> str:
         return "refused"
 
 
-def test_remove_external_lock_file_is_a_harmless_noop(
-    patched: None, coordinator: tooz.coordination.CoordinationDriver, lock_name: str
+def test_remove_external_lock_file_removes_the_file_as_oslo_documents(
+    patched: Path, coordinator: tooz.coordination.CoordinationDriver, lock_name: str
 ) -> None:
-    cleanup = lockutils.remove_external_lock_file_with_prefix("cinder-")
-    with lockutils.lock(lock_name, "cinder-", external=True):
-        lockutils.remove_external_lock_file(lock_name, "cinder-")  # no lock_path configured: oslo would raise
-        cleanup(lock_name)
-        assert coordinator.get_lock(f"cinder-{lock_name}").acquire(blocking=False) is False
+    removals = [
+        lambda: lockutils.remove_external_lock_file(lock_name, "cinder-"),
+        lambda: lockutils.remove_external_lock_file_with_prefix("cinder-")(lock_name),
+    ]
+    for remove in removals:
+        with lockutils.lock(lock_name, "cinder-", external=True):
+            assert (patched / f"cinder-{lock_name}").exists()
+        remove()
+        assert not (patched / f"cinder-{lock_name}").exists()
+        lock = coordinator.get_lock(f"cinder-{lock_name}")  # the lockd part was released, and is not affected
+        assert lock.acquire(blocking=False)
+        lock.release()
 
 
 def test_patch_is_idempotent_and_unpatch_restores_file_locks(
-    patched: None, other_host: Callable[[str], object], lock_name: str, tmp_path: Path
+    patched: Path, other_host: Callable[[str], object], lock_name: str, tmp_path: Path
 ) -> None:
-    original = lockutils_patch._originals["external_lock"]
+    original = lockutils_patch._original
     drivers_shim.patch_lockutils()
     assert lockutils_patch.is_patched()
     drivers_shim.unpatch_lockutils()
@@ -308,12 +335,12 @@ def test_patch_is_idempotent_and_unpatch_restores_file_locks(
 
     other_host(f"cinder-{lock_name}")  # a lockd holder no longer matters: it is a file lock again
     with lockutils.lock(lock_name, "cinder-", external=True, lock_path=str(tmp_path), blocking=False) as lock:
-        assert not isinstance(lock, lockutils_patch.DistributedLock)
+        assert type(lock) is lockutils.InterProcessLock
     assert (tmp_path / f"cinder-{lock_name}").exists()
 
 
 def test_a_lock_broken_while_held_is_logged_not_raised(
-    patched: None,
+    patched: Path,
     coordinator: tooz.coordination.CoordinationDriver,
     lock_name: str,
     caplog: pytest.LogCaptureFixture,
@@ -325,7 +352,7 @@ def test_a_lock_broken_while_held_is_logged_not_raised(
 
 
 def test_a_lease_lost_while_held_is_logged_when_it_happens(
-    patched: None, lock_name: str, caplog: pytest.LogCaptureFixture
+    patched: Path, lock_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.ERROR, logger="drivers_shim.lockutils_patch"):
         with lockutils.lock(lock_name, "cinder-", external=True):
@@ -341,7 +368,7 @@ def test_patch_works_on_another_tooz_backend_that_cannot_report_loss(tmp_path: P
     drivers_shim.patch_lockutils()
     try:
         ran = []
-        with lockutils.lock(lock_name, "cinder-", external=True):
+        with lockutils.lock(lock_name, "cinder-", external=True, lock_path=str(tmp_path / "lock_path")):
             ran.append(True)
         assert ran == [True]
     finally:
@@ -406,9 +433,39 @@ def test_without_a_backend_an_external_lock_fails_clearly_and_does_not_run(tmp_p
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCKD_", "OSLO_"))}
     env.update(LOCKD_PATCH_LOCKUTILS="1", LOCKD_STATE_DIR=str(tmp_path / "no-lockd-serve-here"))
+    env.update(OSLO_LOCK_PATH=str(tmp_path))
     result = subprocess.run(
         [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("UsageError no lock backend"), result.stdout
     assert "LOCKD_BACKEND_URL" in result.stdout
+
+
+def test_a_bad_backend_url_is_said_at_start_up_and_every_lock_fails_with_it(tmp_path: Path) -> None:
+    """``LOCKD_BACKEND_URL=bogus://x``: one stderr line when lockutils is imported, then each external lock raises
+    a UsageError naming the variable (not stevedore's NoMatches), runs nothing and leaves its file lock free."""
+    code = (
+        "import json, fasteners\n"
+        "from oslo_concurrency import lockutils\n"
+        "print(json.dumps({'event': 'imported'}), flush=True)\n"
+        "try:\n"
+        "    with lockutils.lock('x', 'cinder-', external=True):\n"
+        "        print(json.dumps({'event': 'ran unlocked'}))\n"
+        "except Exception as exc:\n"
+        "    free = fasteners.InterProcessLock(lockutils.external_lock('x', 'cinder-').path).acquire(blocking=False)\n"
+        "    print(json.dumps({'event': 'failed', 'type': type(exc).__name__, 'message': str(exc), 'free': free}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCKD_", "OSLO_"))}
+    env.update(LOCKD_PATCH_LOCKUTILS="1", LOCKD_BACKEND_URL="bogus://x", OSLO_LOCK_PATH=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lockd: LOCKD_BACKEND_URL scheme 'bogus'"), result.stderr
+    assert "installed tooz backends: " in lines[0] and "lockd+etcd3+http" in lines[0]
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events[0] == {"event": "imported"}
+    assert events[1]["event"] == "failed" and events[1]["type"] == "UsageError", events
+    assert events[1]["message"].startswith("LOCKD_BACKEND_URL scheme 'bogus'") and events[1]["free"] is True

@@ -1,4 +1,4 @@
-"""The lock scope of patch_lockutils on real etcd: host-local names stay oslo file locks, the rest lockd locks.
+"""The lock scope of patch_lockutils on real etcd: host-local names stay oslo file locks alone, the rest also lockd's.
 
 A host-local lock must be *exactly* what oslo makes without the patch: a file lock in ``lock_path`` that other
 processes of the host (patched or not, e.g. nova-compute sharing os-brick's lock_path) exclude through, and
@@ -22,8 +22,9 @@ from oslo_concurrency import lockutils
 from oslo_config import cfg
 
 import drivers_shim
-from drivers_shim import lockutils_patch, runtime, scope
+from drivers_shim import lockutils_patch, scope
 from drivers_shim.scope import DEFAULT_HOST_LOCAL_LOCKS, LockScope, host_local_from_env, parse_host_local
+from lockd import runtime
 from lockd.errors import UsageError
 from lockd.etcd import keys
 from lockd.etcd.client import EtcdClient
@@ -38,7 +39,7 @@ from oslo_concurrency import lockutils
 cfg = json.loads(sys.argv[1])
 try:
     with lockutils.lock(cfg["name"], "cinder-", external=True, blocking=cfg["blocking"]) as lock:
-        kind = "file" if isinstance(lock, lockutils.InterProcessLock) else type(lock).__name__
+        kind = "file" if type(lock) is lockutils.InterProcessLock else type(lock).__name__
         print(json.dumps({"event": "held", "kind": kind, "patched_by": lockutils.external_lock.__module__}),
               flush=True)
         if cfg["hold"]:
@@ -128,11 +129,11 @@ def test_a_name_outside_the_scope_is_a_lockd_lock(
     name = f"{lock_name}-shared"
     key = keys.lock_key(f"cinder-{name}")
     holder = locker(workers, name)
-    assert holder.wait_event("held")["kind"] == "DistributedLock"
+    assert holder.wait_event("held")["kind"] == "ExternalLock"
     assert coordinator.etcd.get(key) is not None  # /tooz/locks<name> exists while it is held
     assert key in keys_naming(coordinator.etcd, lock_name)  # (so finding no key elsewhere is not a blind probe)
     assert locker(workers, name, blocking=False).wait_event("refused", "held") == {"event": "refused"}
-    assert not list(one_host.iterdir()), "a lockd lock made a lock file"
+    assert file_lock_is_held(one_host / f"cinder-{name}")  # and oslo's file lock, for the host's unpatched processes
 
     holder.send("release")
     holder.wait_event("released")
@@ -148,12 +149,12 @@ from oslo_concurrency import lockutils
 kinds = {}
 for name, prefix in json.loads(sys.argv[1]):
     lock = lockutils.external_lock(name, prefix, sys.argv[2])
-    kinds[prefix + name] = "file" if isinstance(lock, lockutils.InterProcessLock) else type(lock).__name__
+    kinds[prefix + name] = "file" if type(lock) is lockutils.InterProcessLock else type(lock).__name__
 print(json.dumps(kinds))
 """
 NAMES = [("lioadm", "cinder-"), ("nvmetcli", "cinder-"), ("connect_volume", "os-brick-"), ("mine-1", "cinder-"),
          ("ETERNUS-vol", "cinder-")]  # fmt: skip
-FILE, LOCKD = "file", "DistributedLock"
+FILE, LOCKD = "file", "ExternalLock"  # oslo's file lock alone; the file lock and a lockd lock
 DEFAULT_KINDS = {
     "cinder-lioadm": FILE,
     "cinder-nvmetcli": FILE,
@@ -255,7 +256,7 @@ def test_a_thread_of_a_patched_process_and_an_unpatched_process_exclude_each_oth
 
     def hold() -> None:
         with lockutils.lock(local, "cinder-", external=True, lock_path=str(patched_here)) as lock:
-            kinds.append(isinstance(lock, lockutils.InterProcessLock))
+            kinds.append(type(lock) is lockutils.InterProcessLock)
             held.set()
             release.wait(30)
 
@@ -267,33 +268,31 @@ def test_a_thread_of_a_patched_process_and_an_unpatched_process_exclude_each_oth
         assert keys_naming(coordinator.etcd, lock_name) == []
 
         # ...while in the same process a name outside the scope is a lockd lock.
-        with lockutils.lock(shared, "cinder-", external=True) as lock:
-            assert isinstance(lock, lockutils_patch.DistributedLock)
+        with lockutils.lock(shared, "cinder-", external=True, lock_path=str(patched_here)) as lock:
+            assert isinstance(lock, lockutils_patch.ExternalLock)
             assert coordinator.etcd.get(keys.lock_key(f"cinder-{shared}")) is not None
         assert coordinator.etcd.get(keys.lock_key(f"cinder-{shared}")) is None
     finally:
         release.set()
         worker.join(30)
     assert locker(workers, local, blocking=False, hold=False).wait_event("refused", "held")["event"] == "held"
-    assert sorted(p.name for p in patched_here.iterdir()) == [f"cinder-{local}"]  # no file for the lockd lock
+    assert sorted(p.name for p in patched_here.iterdir()) == sorted([f"cinder-{local}", f"cinder-{shared}"])
 
 
-def test_remove_external_lock_file_removes_a_host_local_file_only(patched_here: Path, lock_name: str) -> None:
-    local, shared = f"{lock_name}-local", f"{lock_name}-shared"
-    with lockutils.lock(local, "cinder-", external=True, lock_path=str(patched_here)):
-        pass
-    assert (patched_here / f"cinder-{local}").exists()
-    lockutils.remove_external_lock_file_with_prefix("cinder-")(local, lock_path=str(patched_here))
-    assert not (patched_here / f"cinder-{local}").exists()  # oslo's own removal, as without the patch
-    (patched_here / f"cinder-{shared}").touch()  # a stray file under a lockd name is none of the patch's business
-    lockutils.remove_external_lock_file(shared, "cinder-", lock_path=str(patched_here))
-    assert (patched_here / f"cinder-{shared}").exists()
+def test_remove_external_lock_file_removes_the_file_in_and_out_of_the_scope(patched_here: Path, lock_name: str) -> None:
+    for name in (f"{lock_name}-local", f"{lock_name}-shared"):
+        with lockutils.lock(name, "cinder-", external=True, lock_path=str(patched_here)):
+            pass
+        assert (patched_here / f"cinder-{name}").exists()
+        lockutils.remove_external_lock_file_with_prefix("cinder-")(name, lock_path=str(patched_here))
+        assert not (patched_here / f"cinder-{name}").exists()  # oslo's own removal, as without the patch
 
 
-def test_a_host_local_lock_needs_lock_path_as_oslo_does(patched_here: Path, lock_name: str) -> None:
+def test_every_external_lock_needs_lock_path_as_oslo_does(patched_here: Path, lock_name: str) -> None:
     assert lockutils.CONF.oslo_concurrency.lock_path is None
-    with pytest.raises(cfg.RequiredOptError):
-        lockutils.external_lock(f"{lock_name}-local", "cinder-")
+    for name in (f"{lock_name}-local", f"{lock_name}-shared"):
+        with pytest.raises(cfg.RequiredOptError):
+            lockutils.external_lock(name, "cinder-")
 
 
 def test_patching_again_replaces_the_scope(patched_here: Path, lock_name: str) -> None:
@@ -301,8 +300,8 @@ def test_patching_again_replaces_the_scope(patched_here: Path, lock_name: str) -
         lockutils.external_lock(f"{lock_name}-local", "cinder-", str(patched_here)), fasteners.InterProcessLock
     )
     drivers_shim.patch_lockutils(host_local=[])
-    assert isinstance(lockutils.external_lock(f"{lock_name}-local", "cinder-"), lockutils_patch.DistributedLock)
-    assert isinstance(lockutils.external_lock("nvmetcli", "cinder-"), lockutils_patch.DistributedLock)
+    for name in (f"{lock_name}-local", "nvmetcli"):
+        assert isinstance(lockutils.external_lock(name, "cinder-", str(patched_here)), lockutils_patch.ExternalLock)
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 import drivers_shim
-from drivers_shim import runtime
 from drivers_shim.synchronized import held_locks
+from lockd import runtime
 from lockd.etcd.client import EtcdClient
 from lockd.options import parse_backend_url
 

@@ -11,7 +11,7 @@ import pytest
 import tooz.coordination
 
 import lockd.status
-from drivers_shim import runtime
+from lockd import runtime
 from lockd.errors import BackendError, UsageError
 from lockd.etcd import keys
 from lockd.etcd.client import EtcdClient, op_put

@@ -11,8 +11,8 @@ import pytest
 
 import drivers_shim
 import lockd.status
-from drivers_shim import runtime
 from drivers_shim.synchronized import held_locks
+from lockd import runtime
 from lockd.errors import TransitionConflict, UsageError
 from lockd.status import NOT_OWNER
 

@@ -1,4 +1,8 @@
-"""The process's one coordinator for the shim: configured explicitly, from the environment, or discovered.
+"""The process's lock settings and its one coordinator: configured explicitly, from the environment, or discovered.
+
+Everything in lockd that needs "this process's backend" reads it here: the patched oslo locks and
+``drivers_shim.synchronized`` (locks), ``lockd.status`` (the status store and who writes). ``drivers_shim.configure``
+is this module's ``configure``; lockd itself never imports the shim.
 
 Backend URL order, first found wins:
 
@@ -33,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import tooz.coordination
 
 from lockd.errors import UsageError
-from lockd.options import SCHEMES, announced_backend_url
+from lockd.options import SCHEMES, announced_backend_url, check_backend_url
 
 if TYPE_CHECKING:
     from oslo_config import cfg
@@ -47,6 +51,8 @@ class Settings:
     status_url: str | None = None
 
 
+ENV_BACKEND_URL = "LOCKD_BACKEND_URL"
+
 _settings = Settings()
 _coordinator: tooz.coordination.CoordinationDriver | None = None
 _owner_pid = 0
@@ -59,8 +65,15 @@ def configure(
     member_id: str | None = None,
     status_url: str | None = None,
 ) -> None:
-    """Choose the lock backend, name prefix, member id and status store; stops a coordinator already started."""
+    """Choose the lock backend, name prefix, member id and status store; stops a coordinator already started.
+
+    Raises:
+        UsageError: ``backend_url`` cannot name a backend here (see ``lockd.options.check_backend_url``); the
+            settings in force are kept.
+    """
     global _settings
+    if backend_url is not None:
+        check_backend_url(backend_url, "drivers_shim.configure(backend_url=...)")
     with _lock:
         _stop_locked()
         _settings = Settings(backend_url, prefix, member_id, status_url)
@@ -71,24 +84,38 @@ def settings() -> Settings:
 
 
 def backend_url() -> str:
-    """The backend URL in force (see the module docstring for the order).
+    """The backend URL in force (see the module docstring for the order), checked.
 
     Raises:
-        UsageError: none is configured, set in the environment, set in ``[coordination]`` or announced.
+        UsageError: none is configured, set in the environment, set in ``[coordination]`` or announced; or the
+            one found cannot name a backend here (the message names where it came from).
     """
-    url = (
-        _settings.backend_url
-        or os.environ.get("LOCKD_BACKEND_URL")
-        or oslo_config_backend_url()
-        or announced_backend_url()
+    sources = (
+        ("drivers_shim.configure(backend_url=...)", lambda: _settings.backend_url),
+        (ENV_BACKEND_URL, lambda: os.environ.get(ENV_BACKEND_URL)),
+        ("[coordination] backend_url", oslo_config_backend_url),
+        ("the URL announced by lockd serve", announced_backend_url),
     )
-    if not url:
-        raise UsageError(
-            "no lock backend: call drivers_shim.configure(backend_url=...), set LOCKD_BACKEND_URL, "
-            "set [coordination] backend_url = lockd+etcd3+http://... in the service's config file (cinder.conf), "
-            "or run `lockd serve` on this host"
-        )
-    return url
+    for source, read in sources:
+        url = read()
+        if url:
+            return check_backend_url(url, source)
+    raise UsageError(
+        "no lock backend: call drivers_shim.configure(backend_url=...), set LOCKD_BACKEND_URL, "
+        "set [coordination] backend_url = lockd+etcd3+http://... in the service's config file (cinder.conf), "
+        "or run `lockd serve` on this host"
+    )
+
+
+def check_environment() -> None:
+    """Check ``$LOCKD_BACKEND_URL`` now, if it is set: for start-up hooks, which run before any lock is taken.
+
+    Raises:
+        UsageError: as ``check_backend_url``, naming the variable.
+    """
+    url = os.environ.get(ENV_BACKEND_URL)
+    if url:
+        check_backend_url(url, ENV_BACKEND_URL)
 
 
 def oslo_config_backend_url() -> str | None:
