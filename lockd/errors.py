@@ -4,6 +4,7 @@ LockdError                      (base; also a tooz.ToozError so tooz callers cat
 ├── UsageError                  the caller's fault: bad name, URL or option (ValueError too; HTTP 422, exit 2)
 ├── BackendError                etcd failed or is unreachable (tooz.ToozConnectionError; HTTP 503, exit 1)
 │   ├── BackendTimeout          no answer within request_timeout from any endpoint
+│   │   └── DeadlineExceeded    the caller's deadline (a timed acquire's) passed before etcd answered
 │   └── ResourceExhausted       this process is out of descriptors or memory for a new connection
 ├── LockAcquireFailed           a lock could not be taken (also tooz's LockAcquireFailed)
 ├── LockLost                    a held lock's lease ran out or the lock was broken while it was held
@@ -43,6 +44,11 @@ class BackendError(LockdError, ToozConnectionError):
 
 class BackendTimeout(BackendError, OperationTimedOut):
     """No etcd endpoint answered in time; whether a write landed is unknown."""
+
+
+class DeadlineExceeded(BackendTimeout):
+    """The caller's deadline passed before etcd answered, so the request was not sent (again): whether an earlier
+    send of a write landed is unknown, as for any timeout."""
 
 
 class ResourceExhausted(BackendError):

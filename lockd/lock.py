@@ -54,6 +54,15 @@ under eventlet) is held from a successful acquire to its release, so a second th
 same object waits for that release in-process (or returns False when it may not wait) and never queues in
 etcd behind its own object.
 
+Deadlines: a timed acquire's deadline goes with every request it makes (the enqueue, reads, the take, a new
+session's lease grant and announcement): none is sent once the deadline has passed (lockd.etcd.client), so the
+call ends by its deadline plus the one send under way then, however long etcd stays unreachable and however often
+the session is lost meanwhile. Then it returns False, as any wait that runs out, once etcd answered its enqueue;
+if etcd answered nothing of the call, it raises DeadlineExceeded (a BackendTimeout). What it leaves in etcd is
+cleaned as after any failure: a queue entry whose wait ran out is deleted at once (within one request timeout),
+one left by a request under way at the deadline is deleted by the session's keepalive as soon as etcd answers (or
+goes with the lease). Untimed acquires (``blocking=True``) keep waiting, on new sessions, as long as it takes.
+
 Not guaranteed: mutual exclusion in real time against a holder paused past its lease (see lockd.session).
 """
 
@@ -71,7 +80,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from lockd.errors import BackendError, ResourceExhausted, SessionExpired, UsageError
+from lockd.errors import BackendError, DeadlineExceeded, ResourceExhausted, SessionExpired, UsageError
 from lockd.etcd import keys
 from lockd.etcd.client import KeyValue, TxnResult, cmp_create, cmp_value, op_delete, op_put, op_range
 from lockd.etcd.watch import StreamBroken
@@ -140,7 +149,8 @@ class _State:
 class Mutex:
     """One lock name as seen by one lock object; threads may share it (see "Threads" in the module doc)."""
 
-    def __init__(self, name: str, session_provider: Callable[[], Session], member: str) -> None:
+    def __init__(self, name: str, session_provider: Callable[[float | None], Session], member: str) -> None:
+        """``session_provider(deadline)``: the live session, or a new one whose requests respect ``deadline``."""
         self.name = validate_name(name)
         self.key = keys.lock_key(self.name)
         self._queue_prefix = keys.queue_prefix(self.name)
@@ -154,6 +164,7 @@ class Mutex:
         self._gate_owner: int | None = None  # the thread that took the gate
         self._sent_values: list[bytes] = []
         self._queue_key: bytes | None = None  # kept while held if we came through the queue
+        self._asked = False  # the running acquire's enqueue was answered (one acquire at a time: the gate)
 
     # -- public -----------------------------------------------------------------------------------------------
 
@@ -163,8 +174,11 @@ class Mutex:
         Returns True when held (``token`` is set), False when the wait ran out, and False at once when the
         calling thread already holds it through this object (waiting would deadlock). Another thread that
         holds it through this object is waited for in-process, within the same ``blocking`` budget.
+        A timed wait ends by its deadline plus at most one send in flight then, whatever the network does (see
+        "Deadlines" in the module doc).
         Raises:
             BackendError: etcd could not be reached; nothing is held and no queue entry is left behind.
+            DeadlineExceeded: (a BackendTimeout) the wait ran out before etcd answered any request of this call.
         """
         if blocking is True:
             deadline = None
@@ -250,9 +264,10 @@ class Mutex:
     # -- protocol -----------------------------------------------------------------------------------------------
 
     def _acquire_until(self, deadline: float | None, try_once: bool) -> bool:
+        self._asked = False
         while True:
-            session = self._sessions()
             try:
+                session = self._sessions(None if try_once else deadline)
                 if self._acquire_on(session, deadline, try_once):
                     if session.alive():
                         return True
@@ -263,6 +278,10 @@ class Mutex:
                     self._forget()
             except SessionExpired:
                 LOG.warning("session lost while waiting for %r; queueing again on a new session", self.name)
+            except DeadlineExceeded:
+                if self._asked:
+                    return False  # etcd answered this call, then the wait ran out: as any wait that runs out
+                raise  # nothing could be asked at all: as unreachable
             if deadline is not None and time.monotonic() >= deadline:
                 return False
 
@@ -319,7 +338,7 @@ class Mutex:
         put_lock = op_put(self.key, self._holder_value(waiter), session.lease_id)
         no_holder_no_queue = [cmp_create(self.key, 0), cmp_create(self._queue_prefix, 0, end=self._queue_end)]
         read_lock = op_range(self.key)
-        if try_once:
+        if try_once:  # the one try is sent whatever the deadline (it is now, or already spent at the gate)
             result = client.txn(no_holder_no_queue, [put_lock], [read_lock])
             if result.succeeded:
                 return self._won(session, result.revision)
@@ -329,8 +348,12 @@ class Mutex:
         # Our entry is the newest (put in this very txn), so the two newest are ours and the one ahead of us.
         newest_two = self._read_queue(limit=2)
         result = client.txn(
-            no_holder_no_queue, [put_lock], [op_put(queue_key, b"", session.lease_id), newest_two, read_lock]
+            no_holder_no_queue,
+            [put_lock],
+            [op_put(queue_key, b"", session.lease_id), newest_two, read_lock],
+            deadline=deadline,
         )
+        self._asked = True
         if result.succeeded:
             return self._won(session, result.revision)
         tail = result.kvs(1)
@@ -338,16 +361,18 @@ class Mutex:
         if mine is None:
             # Only a repeated txn gets here: its first send put our entry, which keeps that older create_revision
             # while newer ones came after it. Read our place by that revision instead.
-            mine = client.get(queue_key)
+            mine = client.get(queue_key, deadline=deadline)
             if mine is None:
                 raise SessionExpired(f"queue entry for {self.name!r} is gone")
-            return self._wait_in_queue(session, waiter, queue_key, self._state(session, queue_key, mine), deadline)
+            state = self._state(session, queue_key, mine, deadline)
+            return self._wait_in_queue(session, waiter, queue_key, state, deadline)
         state = _State(sorted(tail, key=lambda kv: kv.create_revision), (result.kvs(2) or [None])[0], result.revision)
         return self._wait_in_queue(session, waiter, queue_key, state, deadline)
 
-    def _state(self, session: Session, queue_key: bytes, mine: KeyValue) -> _State:
+    def _state(self, session: Session, queue_key: bytes, mine: KeyValue, deadline: float | None) -> _State:
         """Our entry, the newest entry ahead of it and the lock key, read in one txn."""
-        return self._state_from(session.client.txn([], self._state_reads(queue_key, mine.create_revision)))
+        reads = self._state_reads(queue_key, mine.create_revision)
+        return self._state_from(session.client.txn([], reads, deadline=deadline))
 
     def _state_reads(self, queue_key: bytes, my_revision: int) -> list[dict[str, Any]]:
         """The reads of a waiter's state: its entry, the newest entry ahead of it, the lock key."""
@@ -381,7 +406,7 @@ class Mutex:
                     raise SessionExpired(f"session lost while waiting for {self.name!r}")
             # Nothing to wait for, or the key we watched went (a release, a waiter giving up): usually we are
             # next, so take at once; a failed take returns the fresh state in the same round trip.
-            take = functools.partial(self._take, session, waiter, queue_key, mine.create_revision)
+            take = functools.partial(self._take, session, waiter, queue_key, mine.create_revision, deadline)
             taken = self._through_failover(session, deadline, take)
             if taken is None:
                 return True
@@ -439,7 +464,7 @@ class Mutex:
             session.lost.wait(0.1)
             return "broken"
         try:
-            if client.get(key) is None:
+            if client.get(key, deadline=deadline) is None:
                 return "deleted"
             for batch in stream.batches(deadline):
                 if any(event.deleted for event in batch):
@@ -452,7 +477,9 @@ class Mutex:
         finally:
             stream.close()
 
-    def _take(self, session: Session, waiter: str, queue_key: bytes, my_revision: int) -> _State | None:
+    def _take(
+        self, session: Session, waiter: str, queue_key: bytes, my_revision: int, deadline: float | None
+    ) -> _State | None:
         """The take txn; None when it won, else the fresh state it read instead."""
         result: TxnResult = session.client.txn(
             [
@@ -463,6 +490,7 @@ class Mutex:
             ],
             [op_put(self.key, self._holder_value(waiter), session.lease_id)],
             self._state_reads(queue_key, my_revision),
+            deadline=deadline,
         )
         if result.succeeded:
             self._won(session, result.revision, queue_key)
@@ -488,5 +516,15 @@ class Mutex:
         delete((queue_key, []), *[(self.key, [cmp_value(self.key, value)]) for value in self._sent_values])
 
     def _leave_queue(self, session: Session, queue_key: bytes) -> None:
-        """Remove our queue entry (a wait that ran out); the session retries if etcd cannot take it now."""
-        session.delete((queue_key, []))
+        """Remove our queue entry (a wait that ran out), so the waiter behind us moves up at once.
+
+        The wait is over, so this gets one request timeout's worth of sends (the client sends nothing new past
+        the deadline given), not every member's; what etcd does not take now, the session's keepalive deletes
+        as soon as it answers (or the entry goes with the lease).
+        """
+        try:
+            session.client.txn(
+                [], [op_delete(queue_key)], deadline=time.monotonic() + session.client.options.request_timeout
+            )
+        except BackendError:
+            session.delete_later((queue_key, []))

@@ -55,7 +55,13 @@ _LIVE: weakref.WeakSet[Session] = weakref.WeakSet()
 class Session:
     """A lease kept alive in the background, with a ``lost`` event the caller can wait on."""
 
-    def __init__(self, client: EtcdClient, lease_ttl: float, member: str) -> None:
+    def __init__(self, client: EtcdClient, lease_ttl: float, member: str, deadline: float | None = None) -> None:
+        """Grant the lease and announce the member; ``deadline`` (monotonic) bounds both, for a timed acquire.
+
+        Raises:
+            BackendError: etcd could not be reached (DeadlineExceeded: not before ``deadline``); nothing is left
+                behind but, at worst, a lease that runs out within its TTL.
+        """
         self.client = client
         self.member = member
         self.lost = threading.Event()
@@ -65,14 +71,18 @@ class Session:
         self._deferred: list[tuple[bytes, list[dict[str, Any]]]] = []  # (key, compares) still to delete
         self._mutex = threading.Lock()
         # A lease must be refreshed before it runs out; 1 s is etcd's floor anyway.
-        self.lease_id, self.ttl = client.lease_grant(max(lease_ttl, 1.0))
-        self.confirmed_until = time.monotonic() + self.ttl
+        sent = time.monotonic()
+        self.lease_id, self.ttl = client.lease_grant(max(lease_ttl, 1.0), deadline=deadline)
+        self.confirmed_until = sent + self.ttl
         self.started_at = time.time()
         self.epoch = ""  # the cluster's lockd epoch (lockd.epoch), learnt by _announce
         try:
-            self._announce()
+            self._announce(deadline)
         except BackendError:
-            self.client.lease_revoke(self.lease_id)
+            try:
+                self.client.lease_revoke(self.lease_id, deadline=deadline)
+            except BackendError:
+                pass  # unreachable again: the lease runs out by itself
             raise
         self._thread = threading.Thread(target=self._keep_alive, name=f"lockd-keepalive-{self.lease_id:x}", daemon=True)
         self._thread.start()
@@ -80,7 +90,7 @@ class Session:
         _LIVE.add(self)
         _install_exit_hooks()
 
-    def _announce(self) -> None:
+    def _announce(self, deadline: float | None) -> None:
         """Write the member record the admin API lists (it lives and dies with the lease), and learn the
         cluster's epoch in the same txn, creating it on a cluster that has none (lockd.epoch)."""
         record = {
@@ -91,7 +101,9 @@ class Session:
         }
         put = op_put(keys.member_key(self.member), json.dumps(record).encode(), self.lease_id)
         creation = epoch.Creation.new(self.member)
-        result = self.client.txn(creation.compare, [*creation.success, put], [*creation.failure, put], urgent=True)
+        result = self.client.txn(
+            creation.compare, [*creation.success, put], [*creation.failure, put], urgent=True, deadline=deadline
+        )
         self.epoch = creation.outcome(result)
 
     # -- state ----------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 import urllib.parse
 from typing import Any
 
@@ -17,7 +18,7 @@ from etcd3gw import lease as etcd3gw_lease
 from tooz import locking
 from tooz.drivers.etcd3gw import Etcd3Driver
 
-from lockd.errors import BackendError, SessionExpired
+from lockd.errors import BackendError, DeadlineExceeded, SessionExpired
 from lockd.etcd import keys
 from lockd.etcd.client import EtcdClient
 from lockd.force_break import break_lock
@@ -135,22 +136,31 @@ class LockdDriver(Etcd3Driver):
     def _membership_lease(self, value: Any) -> None:
         pass
 
-    def session(self) -> Session:
+    def session(self, deadline: float | None = None) -> Session:
         """The live session, starting a new one if there is none or the last one was lost.
 
+        ``deadline`` (monotonic): a timed acquire's; a new session's requests are not sent after it.
         Raises:
-            BackendError (a tooz.ToozConnectionError): etcd could not grant a lease.
+            BackendError (a tooz.ToozConnectionError): etcd could not grant a lease (DeadlineExceeded: in time).
         """
         session = self._session
         if session is not None and session.alive():
             return session
-        with self._session_lock:
+        # Another thread (tooz's heartbeat, another waiter) may be starting one while etcd is unreachable, which
+        # can take every member's timeout: wait for it only until our own deadline.
+        if deadline is None:
+            self._session_lock.acquire()
+        elif not self._session_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise DeadlineExceeded("the caller's deadline passed while another thread was starting a lockd session")
+        try:
             session = self._session
             if session is None or not session.alive():
                 if session is not None:
                     LOG.warning("starting a new lockd session after lease %x was lost", session.lease_id)
-                session = self._session = Session(self.etcd, self.options.lease_ttl, self.member)
+                session = self._session = Session(self.etcd, self.options.lease_ttl, self.member, deadline)
             return session
+        finally:
+            self._session_lock.release()
 
     def _start(self) -> None:
         if self.etcd.closed:  # started again after stop(), as tooz allows

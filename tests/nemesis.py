@@ -11,10 +11,13 @@ the database, which is when fencing matters), release. lockd clients write fence
 members; stock clients write unfenced and talk to their host's own member, as tooz's driver does. The two
 systems use different lock names, so each is judged on its own, under the very same faults at the same moments.
 
-The nemesis picks a fault at random (seeded; the first seven are one of each kind, in a seeded order), holds it
+The nemesis picks a fault at random (seeded; the first eight are one of each kind, in a seeded order), holds it
 for a random time, heals it, pauses, and picks again:
 
   isolate-client   a client host loses its link (every packet vanishes)
+  isolate-twice    a client host cut off for longer than the acquire wait, back for 0.6 s, cut off again for
+                   longer than the wait (the shape of a hang the checker once found: a timed acquire that waited
+                   for the network instead of its deadline)
   cut-own-member   a client host cannot reach its own etcd member; the others it can (failover must carry it)
   minority-leader  the etcd leader is cut off from both other members (clients can still reach it)
   lossy            30 % of a client host's packets dropped, both ways, out only or in only
@@ -67,7 +70,18 @@ from tests.etcd_cluster import EtcdCluster
 from tests.netns import TestNetwork
 from tests.procs import ChildProcess
 
-FAULTS = ("isolate-client", "cut-own-member", "minority-leader", "lossy", "slow", "kill-member", "freeze-host")
+FAULTS = (
+    "isolate-client",
+    "isolate-twice",
+    "cut-own-member",
+    "minority-leader",
+    "lossy",
+    "slow",
+    "kill-member",
+    "freeze-host",
+)
+#: isolate-twice: how long the link comes back between its two cuts.
+TWICE_GAP = 0.6
 MEMBERS, CLIENT_HOSTS = ("e0", "e1", "e2"), ("c0", "c1")
 MYSQL_SOCKET = "/run/mysqld/mysqld.sock"
 
@@ -216,9 +230,16 @@ def inject(r: Rig, kind: str, rng: random.Random) -> tuple[str, Callable[[], Non
     """Apply one fault; returns its target and the heal."""
     net, cluster = r.network, r.cluster
     host = rng.choice(CLIENT_HOSTS)
-    if kind in ("isolate-client", "freeze-host"):
+    if kind in ("isolate-client", "isolate-twice", "freeze-host"):
         await_stock_hold(r, host)
     if kind == "isolate-client":
+        net.isolate(host)
+        return host, lambda: net.heal(host)
+    if kind == "isolate-twice":  # the first cut and the short heal here; the second is held by the schedule
+        net.isolate(host)
+        time.sleep(r.settings.acquire_timeout + rng.uniform(0.5, 1.5))
+        net.heal(host)
+        time.sleep(TWICE_GAP)
         net.isolate(host)
         return host, lambda: net.heal(host)
     if kind == "cut-own-member":
@@ -295,6 +316,8 @@ def run_schedule(r: Rig, rng: random.Random) -> list[Fault]:
     while time.monotonic() < end:
         kind = first.pop(0) if first else rng.choice(FAULTS)
         hold = rng.uniform(1.0, 2.5 * s.lease_ttl)
+        if kind == "isolate-twice":
+            hold = s.acquire_timeout + rng.uniform(0.5, 1.5)  # its second cut, too, outlasts the acquire wait
         start = time.time()
         target, heal = inject(r, kind, rng)
         time.sleep(min(hold, max(0.0, end - time.monotonic())))

@@ -16,9 +16,12 @@ descriptors gets ResourceExhausted for the request that needed a new connection;
 
 Failover: one endpoint is current for the whole client. A connection failure, a timeout or a 5xx answer
 (etcd's "no leader", "request timed out") moves the client to the next endpoint and repeats the request
-there, once per endpoint. A repeated write may have landed the first time: callers that write make their
-writes idempotent or recognise their own result by something only that call wrote (a per-call id, see
-lock.py and lockd.status.etcd_store); ``TxnResult.repeated`` says when a txn was sent more than once.
+there, once per endpoint. A request given a ``deadline`` (a ``time.monotonic()`` instant: a timed acquire's)
+is not sent, to any member, once it has passed; a send under way runs to its answer or its timeout. So a call
+ends by the caller's deadline plus one send's timeout at most, whatever the network does
+(``DeadlineExceeded``). A repeated write may have landed the first time: callers that write make their writes
+idempotent or recognise their own result by something only that call wrote (a per-call id, see lock.py and
+lockd.status.etcd_store); ``TxnResult.repeated`` says when a txn was sent more than once.
 The watch stream of a failed endpoint is closed so its waiters re-read and re-watch through a live member.
 """
 
@@ -30,10 +33,11 @@ import json
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from lockd.errors import BackendError, BackendTimeout, ResourceExhausted
+from lockd.errors import BackendError, BackendTimeout, DeadlineExceeded, ResourceExhausted
 from lockd.etcd.pool import ConnectionPool, exhausted
 from lockd.etcd.watch import Watch, WatchHub
 from lockd.etcd.wire import KeyValue, b64
@@ -167,20 +171,33 @@ class EtcdClient:
     # -- requests -------------------------------------------------------------------------------------------
 
     def call(
-        self, path: str, body: dict[str, Any], timeout: float | None = None, urgent: bool = False
+        self,
+        path: str,
+        body: dict[str, Any],
+        timeout: float | None = None,
+        urgent: bool = False,
+        deadline: float | None = None,
     ) -> dict[str, Any]:
         """POST ``/v3/<path>`` and return the decoded answer, trying every member once.
 
-        ``urgent``: the session's upkeep, sent on its own connection (see the module doc).
+        ``urgent``: the session's upkeep, sent on its own connection (see the module doc). ``deadline``: a
+        ``time.monotonic()`` instant after which the request is not sent again, to any member (module doc).
         Raises:
             BackendTimeout: no member answered within ``timeout`` (default: the request timeout).
+            DeadlineExceeded: ``deadline`` passed before a member answered (a BackendTimeout: whether a write
+                landed is unknown, when one was sent).
             ResourceExhausted: the process could not open a connection; nothing was sent, nothing failed over.
             BackendError: no member could be reached, or etcd refused the request (EtcdRequestError).
         """
-        return self._call(path, body, timeout, urgent)[0]
+        return self._call(path, body, timeout, urgent, deadline)[0]
 
     def _call(
-        self, path: str, body: dict[str, Any], timeout: float | None = None, urgent: bool = False
+        self,
+        path: str,
+        body: dict[str, Any],
+        timeout: float | None = None,
+        urgent: bool = False,
+        deadline: float | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """``call``, also saying whether the request may have reached etcd more than once."""
         if self._closed:
@@ -193,6 +210,8 @@ class EtcdClient:
         pool = self._upkeep if urgent else self._requests
         for _ in range(len(self.options.endpoints)):
             index = self._current
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlineExceeded(f"the caller's deadline passed before etcd answered /v3/{path} ({last_error})")
             try:
                 return self._post(pool, index, path, payload, timeout, sends), sends[0] > 1
             except TimeoutError as exc:
@@ -251,9 +270,10 @@ class EtcdClient:
         failure: list[dict[str, Any]] | None = None,
         timeout: float | None = None,
         urgent: bool = False,
+        deadline: float | None = None,
     ) -> TxnResult:
         body = {"compare": compare, "success": success, "failure": failure or []}
-        answer, repeated = self._call("kv/txn", body, timeout, urgent)
+        answer, repeated = self._call("kv/txn", body, timeout, urgent, deadline)
         return TxnResult(
             succeeded=bool(answer.get("succeeded", False)),
             revision=int(answer.get("header", {}).get("revision", 0)),
@@ -261,15 +281,17 @@ class EtcdClient:
             repeated=repeated,
         )
 
-    def range(self, key: bytes, end: bytes | None = None, **options: Any) -> tuple[list[KeyValue], int]:
+    def range(
+        self, key: bytes, end: bytes | None = None, deadline: float | None = None, **options: Any
+    ) -> tuple[list[KeyValue], int]:
         """Keys in [key, end) (or just ``key``) and the store revision they were read at."""
         body = op_range(key, end, **options)["request_range"]
-        answer = self.call("kv/range", body)
+        answer = self.call("kv/range", body, deadline=deadline)
         kvs = [KeyValue.from_json(kv) for kv in answer.get("kvs", [])]
         return kvs, int(answer.get("header", {}).get("revision", 0))
 
-    def get(self, key: bytes) -> KeyValue | None:
-        kvs, _ = self.range(key)
+    def get(self, key: bytes, deadline: float | None = None) -> KeyValue | None:
+        kvs, _ = self.range(key, deadline=deadline)
         return kvs[0] if kvs else None
 
     def delete(self, key: bytes, end: bytes | None = None) -> int:
@@ -278,9 +300,9 @@ class EtcdClient:
 
     # -- leases ---------------------------------------------------------------------------------------------
 
-    def lease_grant(self, ttl: float) -> tuple[int, float]:
+    def lease_grant(self, ttl: float, deadline: float | None = None) -> tuple[int, float]:
         """A new lease; returns its id and the TTL etcd granted (it raises TTLs below its minimum)."""
-        answer = self.call("lease/grant", {"TTL": str(max(1, round(ttl)))}, urgent=True)
+        answer = self.call("lease/grant", {"TTL": str(max(1, round(ttl)))}, urgent=True, deadline=deadline)
         if answer.get("error"):
             raise BackendError(f"etcd refused a lease: {answer['error']}", self.endpoint_name())
         return int(answer["ID"]), float(answer.get("TTL", ttl))
@@ -290,10 +312,10 @@ class EtcdClient:
         answer = self.call("lease/keepalive", {"ID": str(lease_id)}, timeout, urgent=True)
         return float(answer.get("result", {}).get("TTL", 0))
 
-    def lease_revoke(self, lease_id: int, timeout: float | None = None) -> bool:
+    def lease_revoke(self, lease_id: int, timeout: float | None = None, deadline: float | None = None) -> bool:
         """Revoke a lease (deleting its keys); False if it was already gone."""
         try:
-            self.call("lease/revoke", {"ID": str(lease_id)}, timeout, urgent=True)
+            self.call("lease/revoke", {"ID": str(lease_id)}, timeout, urgent=True, deadline=deadline)
         except EtcdRequestError as exc:
             if exc.code == GRPC_NOT_FOUND:
                 return False

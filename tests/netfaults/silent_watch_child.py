@@ -76,7 +76,7 @@ def run_wait(spec: dict[str, Any]) -> int:
     failures: list[int] = []
     client = EtcdClient(parse_backend_url(spec["url"]), on_failure=lambda: failures.append(1))
     session = Session(client, client.options.lease_ttl, "silent-watch-waiter")
-    mutex = Mutex(spec["name"], lambda: session, "silent-watch-waiter")
+    mutex = Mutex(spec["name"], lambda _deadline: session, "silent-watch-waiter")
     result: dict[str, Any] = {}
 
     def acquire() -> None:

@@ -82,7 +82,7 @@ def test_silent_watch_connection_ends_within_the_keepalive_bound(network: TestNe
         root = EtcdClient(parse_backend_url(f"lockd+etcd3+http://{e1.endpoint}"))
         holder_session = Session(root, 10.0, "silent-watch-holder")
         session = holder_session
-        holder = Mutex(LOCK, lambda: session, "silent-watch-holder")
+        holder = Mutex(LOCK, lambda _deadline: session, "silent-watch-holder")
         assert holder.acquire(blocking=False)
 
         watcher = _child(network, "c1", "watch", {"member": e0.endpoint, "key": KEY.decode(), "budget": WAIT_BUDGET})
