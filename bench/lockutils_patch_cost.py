@@ -1,8 +1,8 @@
 """What a patched oslo external lock costs uncontended, next to oslo's file lock, lockd alone and stock tooz.
 
 A measurement, not a test. ``drivers_shim.patch_lockutils()`` makes ``lockutils.lock(name, external=True,
-lock_path=D)`` a lockd lock; the patched lock is changing from "the lockd lock only" to "oslo's own file lock in D,
-then the lockd lock, released in reverse". This script measures, in ONE run on one etcd:
+lock_path=D)`` take oslo's own file lock in D and then the lockd lock of the same name (released in reverse);
+before issue 22 it took the lockd lock only. This script measures what that costs, in ONE run on one etcd:
 
 - ``file``: unpatched ``with lockutils.lock(name, external=True, lock_path=D): pass``, the file lock alone (and
   oslo's in-process lock in front of it): the floor of the local part;

@@ -11,8 +11,9 @@ oslo's own file lock *and* a lockd lock:
 
 - ``ExternalLock`` is a ``fasteners.InterProcessLock`` (what oslo returns, and an instance of
   ``lockutils.InterProcessLock``) on the very path oslo would use (oslo's own ``external_lock`` computes it, so
-  ``lock_path`` is needed and checked exactly as without the patch). ``acquire`` takes the file lock first, then
-  the lockd lock of the same name within what is left of the caller's timeout; ``release`` lets go in reverse.
+  ``lock_path`` is needed and checked exactly as without the patch). ``acquire`` takes the file lock first (the
+  same ``fcntl.lockf`` lock fasteners takes, see ``drivers_shim.file_lock``), then the lockd lock of the same
+  name within what is left of the caller's timeout; ``release`` lets go in reverse.
   A process on the same host without the patch (``cinder-manage``, a unit without the drop-in, the old process
   of a rolling restart) is excluded by the file, a process on another host by lockd. Every patched process
   takes the two in the same order, so the pair cannot deadlock.
@@ -56,6 +57,7 @@ from typing import Any
 
 import fasteners
 
+from drivers_shim import file_lock
 from drivers_shim.scope import DEFAULT_HOST_LOCAL_LOCKS, LockScope, host_local_from_env
 from lockd import runtime
 from lockd.errors import BackendError
@@ -83,7 +85,7 @@ def lock_name(name: str, lock_file_prefix: str | None = None) -> str:
     if lock_file_prefix:
         sep = "" if lock_file_prefix.endswith("-") else "-"
         name = f"{lock_file_prefix}{sep}{name}"
-    if 0 < len(name) <= MAX_NAME_LENGTH and all(" " <= ch <= "~" for ch in name):
+    if 0 < len(name) <= MAX_NAME_LENGTH and name.isascii() and name.isprintable():  # " " to "~"
         return name
     digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_CHARS]
     head = "".join(ch if " " <= ch <= "~" else "?" for ch in name[:_READABLE_CHARS])
@@ -93,18 +95,20 @@ def lock_name(name: str, lock_file_prefix: str | None = None) -> str:
 class ExternalLock(fasteners.InterProcessLock):
     """What the patched ``external_lock()`` returns: oslo's file lock at ``path``, then the lockd lock ``name``.
 
-    A ``fasteners.InterProcessLock`` with the same interface (``acquire``, ``release``, ``exists()``, ``path``,
-    ``acquired``, context manager). ``acquired`` is fasteners' own flag for the file lock; outside ``acquire``
-    it is True exactly while both are held, since a failed lockd acquire releases the file lock. One object per
-    ``external_lock()`` call, used by one thread (as oslo uses it). ``oslo_name`` is the name the caller passed.
+    A ``fasteners.InterProcessLock`` (oslo's type) with its interface: ``acquire``, ``release``, ``exists()``,
+    ``path``, ``acquired`` (True while both are held), context manager. The file lock itself is taken by
+    ``drivers_shim.file_lock``: fasteners' own lock, without its per-call overhead (that module says why).
+    One object per ``external_lock()`` call, used by one thread (as oslo uses it). ``oslo_name`` is the name the
+    caller passed.
     """
 
-    def __init__(self, path: str, name: str, oslo_name: str) -> None:
+    def __init__(self, path: str | bytes, name: str, oslo_name: str) -> None:
         super().__init__(path)
         self.name = name
         self.oslo_name = oslo_name
         self.lost = False
         self._lock: Any = None
+        self._fd: int | None = None  # the lock file's descriptor while the file lock is held
 
     def acquire(
         self, blocking: bool = True, delay: float = 0.01, max_delay: float = 0.1, timeout: float | None = None
@@ -117,15 +121,23 @@ class ExternalLock(fasteners.InterProcessLock):
         the file lock's polling, as unpatched; lockd waiters are woken by etcd.
         Raises:
             ValueError: a negative ``delay`` or ``timeout`` (as fasteners).
-            threading.ThreadError: the lock file could not be locked (as fasteners).
+            threading.ThreadError: the lock file could not be opened or locked (as fasteners).
             lockd.errors.UsageError: no usable lock backend is configured (see ``lockd.runtime``).
             lockd.errors.BackendError: etcd could not be reached. In every error case the file lock is released
                 first: the guarded code must not run, and the host's other processes must not wait for nothing.
         """
+        if delay < 0:
+            raise ValueError("Delay must be greater than or equal to zero")
+        if timeout is not None and timeout < 0:
+            raise ValueError("Timeout must be greater than or equal to zero")
         if self.acquired:
             return True  # fasteners re-locks its own file lock without waiting; keep that
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not super().acquire(blocking=blocking, delay=delay, max_delay=max_delay, timeout=timeout):
+        try:
+            fd = file_lock.lock(self.path, blocking, delay, max_delay, deadline)
+        except file_lock.FileLockError as exc:
+            raise threading.ThreadError(str(exc)) from exc
+        if fd is None:
             return False
         try:
             lock = runtime.get_lock(self.name)
@@ -136,12 +148,12 @@ class ExternalLock(fasteners.InterProcessLock):
             else:
                 wait = max(0.0, deadline - time.monotonic())
             if not lock.acquire(wait):
-                super().release()
+                file_lock.unlock(fd)
                 return False
         except BaseException:
-            super().release()
+            file_lock.unlock(fd)
             raise
-        self._lock, self.lost = lock, False
+        self._fd, self._lock, self.lost, self.acquired = fd, lock, False, True
         on_lost = getattr(lock, "on_lost", None)  # lockd locks only; other tooz backends cannot tell
         if on_lost is not None:
             on_lost(self._report_lost)
@@ -166,11 +178,11 @@ class ExternalLock(fasteners.InterProcessLock):
         """
         if not self.acquired:
             raise threading.ThreadError("Unable to release an unacquired lock")
-        lock, self._lock = self._lock, None
+        lock, fd, self._lock, self._fd, self.acquired = self._lock, self._fd, None, None, False
         try:
             self._release_lockd(lock)
         finally:
-            super().release()
+            file_lock.unlock(fd)
 
     def _release_lockd(self, lock: Any) -> None:
         token = getattr(lock, "token", None)
@@ -199,11 +211,11 @@ def external_lock(
     """Patched ``lockutils.external_lock``: oslo's file lock (same path, ``lock_path`` required as by oslo)
     that also takes the lockd lock named like the file; a name in the host-local scope gets the file lock alone.
     """
-    file_lock = _original_external_lock()(name, lock_file_prefix, lock_path)
+    oslo_lock = _original_external_lock()(name, lock_file_prefix, lock_path)
     lockd_name = lock_name(name, lock_file_prefix)
     if _scope.is_host_local(lockd_name):
-        return file_lock
-    return ExternalLock(file_lock.path, lockd_name, name)
+        return oslo_lock
+    return ExternalLock(oslo_lock.path, lockd_name, name)
 
 
 def _original_external_lock() -> Any:

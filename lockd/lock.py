@@ -106,7 +106,7 @@ def validate_name(name: str | bytes) -> str:
         raise UsageError("lock name must be a non-empty string")
     if len(name) > keys.MAX_NAME_LENGTH:
         raise UsageError(f"lock name is {len(name)} characters; at most {keys.MAX_NAME_LENGTH} are allowed")
-    if not all(" " <= ch <= "~" for ch in name):
+    if not (name.isascii() and name.isprintable()):  # " " to "~": the ASCII characters isprintable() admits
         raise UsageError(f"lock name {name[:60]!r} must be printable ASCII")
     return name
 
