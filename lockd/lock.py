@@ -327,8 +327,10 @@ class Mutex:
         except BaseException as exc:
             # An error (etcd unreachable, a timeout whose write may still land, an interrupt) must not leave
             # a lock key or queue entry behind that nobody will release while the session lives on. After an
-            # etcd failure the cleanup is left to the keepalive thread rather than waiting on etcd again now.
-            self._abandon(session.delete_later if isinstance(exc, BackendError) else session.delete, queue_key)
+            # etcd failure, and in a timed acquire (whose deadline holds whatever etcd does), the cleanup is left
+            # to the keepalive thread rather than waiting on etcd again now.
+            later = isinstance(exc, BackendError) or deadline is not None
+            self._abandon(session.delete_later if later else session.delete, queue_key)
             raise
 
     def _try_or_wait(

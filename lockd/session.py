@@ -141,7 +141,12 @@ class Session:
                 self._deferred.extend(items)
 
     def delete(self, *items: tuple[bytes, list[dict[str, Any]]]) -> None:
-        """Like delete_later, but try now (one request at most; whatever etcd does not take now waits)."""
+        """Like delete_later, but try now (one request at most; whatever etcd does not take now waits).
+
+        A lost session asks nothing: its keys went, or go, with its lease.
+        """
+        if not self.alive():
+            return
         self.delete_later(*items)
         self._flush_deferred()
 
