@@ -211,7 +211,8 @@ class EtcdClient:
         for _ in range(len(self.options.endpoints)):
             index = self._current
             if deadline is not None and time.monotonic() >= deadline:
-                raise DeadlineExceeded(f"the caller's deadline passed before etcd answered /v3/{path} ({last_error})")
+                tried = f" (last: {last_error})" if sends[0] else ""
+                raise DeadlineExceeded(f"the caller's deadline passed before etcd answered /v3/{path}{tried}")
             try:
                 return self._post(pool, index, path, payload, timeout, sends), sends[0] > 1
             except TimeoutError as exc:
