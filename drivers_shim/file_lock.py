@@ -7,10 +7,10 @@ timeout. The patched lock must exclude such processes, so it takes the very same
 whole of the same file. That is all this module does.
 
 Why not fasteners itself: it builds a text file object, a stopwatch and a retry helper per acquire and logs
-twice. Measured here, an uncontended acquire+release costs 40-65 us with fasteners and 7 us with the same
-system calls made directly (``os.open`` + ``lockf`` + ``lockf`` + ``os.close``); beside a lockd lock, fasteners'
-version made the patched lock 8 % slower than the lockd lock alone, past the 5 % the patch may cost
-(docs/benchmarks.md). The locking rules are fasteners' (and the kernel's): one process's lock is held until it
+twice. An uncontended acquire+release costs 54-58 us with fasteners and 11 us with the same system calls made
+directly (``os.open`` + ``lockf`` + ``lockf`` + ``os.close``; ``bench/file_lock_cost.py``); beside a lockd lock,
+fasteners' version made the patched lock 8-9 % slower than before, past the 5 % the patch may cost
+(docs/benchmarks.md, "Patched oslo locks"). The locking rules are fasteners' (and the kernel's): one process's lock is held until it
 unlocks or closes that descriptor; the lock belongs to the process, so threads of one process are kept apart by
 oslo's in-process lock, as without the patch. POSIX only (fcntl), as Cinder's hosts are.
 """
