@@ -7,7 +7,7 @@ timeout. The patched lock must exclude such processes, so it takes the very same
 whole of the same file. That is all this module does.
 
 Why not fasteners itself: it builds a text file object, a stopwatch and a retry helper per acquire and logs
-twice. An uncontended acquire+release costs 54-58 us with fasteners and 11 us with the same system calls made
+twice. An uncontended acquire+release costs 54-69 us with fasteners and 11 us with the same system calls made
 directly (``os.open`` + ``lockf`` + ``lockf`` + ``os.close``; ``bench/file_lock_cost.py``); beside a lockd lock,
 fasteners' version made the patched lock 8-9 % slower than before, past the 5 % the patch may cost
 (docs/benchmarks.md, "Patched oslo locks"). The locking rules are fasteners' (and the kernel's): one process's lock is held until it
