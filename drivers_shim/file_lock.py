@@ -10,9 +10,11 @@ Why not fasteners itself: it builds a text file object, a stopwatch and a retry 
 twice. An uncontended acquire+release costs 54-69 us with fasteners and 11 us with the same system calls made
 directly (``os.open`` + ``lockf`` + ``lockf`` + ``os.close``; ``bench/file_lock_cost.py``); beside a lockd lock,
 fasteners' version made the patched lock 8-9 % slower than before, past the 5 % the patch may cost
-(docs/benchmarks.md, "Patched oslo locks"). The locking rules are fasteners' (and the kernel's): one process's lock is held until it
-unlocks or closes that descriptor; the lock belongs to the process, so threads of one process are kept apart by
-oslo's in-process lock, as without the patch. POSIX only (fcntl), as Cinder's hosts are.
+(docs/benchmarks.md, "Patched oslo locks").
+
+The locking rules are fasteners' (and the kernel's): a process's lock is held until it unlocks or closes that
+descriptor; the lock belongs to the process, so threads of one process are kept apart by oslo's in-process lock,
+as without the patch. POSIX only (fcntl), as Cinder's hosts are.
 """
 
 from __future__ import annotations

@@ -35,13 +35,13 @@ import json
 import os
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.contract import junit
 from tests.etcd_process import EtcdMember
 
 UNIT_TESTS = "oslo_concurrency.tests.unit"
@@ -128,15 +128,11 @@ class Run:
         """test id -> passed, failed, error or skipped, from the run's JUnit XML report."""
         report = self.workdir / "junit.xml"
         assert report.exists(), f"{self.label} wrote no report (exit {self.proc.returncode})\n{self.log_tail()}"
-        outcomes = {}
-        for case in ET.parse(report).getroot().iter("testcase"):
-            outcome = "passed"
-            for child in case:
-                if child.tag in ("failure", "error", "skipped"):
-                    outcome = "failed" if child.tag == "failure" else child.tag
+        found = {}
+        for case, outcome in junit.outcomes(report):
             cls = case.get("classname", "?").rsplit(".", 1)[-1]
-            outcomes[f"{self.suite.module}.py::{cls}::{case.get('name', '?')}"] = outcome
-        return outcomes
+            found[f"{self.suite.module}.py::{cls}::{case.get('name', '?')}"] = outcome
+        return found
 
     def probe(self) -> dict[str, dict[str, object]]:
         probe = self.workdir / "probe.json"

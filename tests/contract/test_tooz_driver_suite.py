@@ -21,11 +21,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
+from tests.contract import junit
 from tests.etcd_process import EtcdMember
 
 #: The stock driver passed 63 tests here (tooz 9.1, etcd 3.4); far fewer means the control did not really run.
@@ -56,14 +56,7 @@ def _start_suite(url: str, workdir: Path) -> tuple[subprocess.Popen[bytes], Path
 
 def _outcomes(report: Path) -> dict[str, str]:
     """test name -> passed, failed, error or skipped, from a JUnit XML report."""
-    outcomes = {}
-    for case in ET.parse(report).getroot().iter("testcase"):
-        outcome = "passed"
-        for child in case:
-            if child.tag in ("failure", "error", "skipped"):
-                outcome = "failed" if child.tag == "failure" else child.tag
-        outcomes[case.get("name", "?")] = outcome
-    return outcomes
+    return {case.get("name", "?"): outcome for case, outcome in junit.outcomes(report)}
 
 
 @pytest.mark.timeout(900)

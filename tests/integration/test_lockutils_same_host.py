@@ -22,7 +22,7 @@ from oslo_concurrency import lockutils
 
 from tests.etcd_process import EtcdMember
 from tests.integration.test_lockutils_scope import file_lock_is_held
-from tests.procs import ChildProcess
+from tests.procs import ChildProcess, wait_for
 from tests.race import new_ids, run_race
 
 
@@ -93,10 +93,8 @@ def test_etcd_gone_while_waiting_is_a_clear_error_and_frees_the_file_lock(
         waiter = ChildProcess("-c", WAITER, lock_name, str(lock_path))
         workers.append(waiter)
         waiter.wait_event("started")
-        deadline = time.monotonic() + 30
-        while not file_lock_is_held(lock_path / name):  # the file part is taken, the lockd part is awaited
-            assert time.monotonic() < deadline, "the patched waiter never took its file lock"
-            time.sleep(0.05)
+        # The file part is taken, the lockd part is awaited.
+        wait_for(lambda: file_lock_is_held(lock_path / name), 30, "the patched waiter to take its file lock")
         time.sleep(0.5)
         assert file_lock_is_held(lock_path / name)
         assert waiter.events.empty(), "the waiter got past a lock held on another host"
