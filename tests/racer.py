@@ -71,13 +71,17 @@ def make_transition(kind: str) -> Any:
     return attempt
 
 
+def increment(path: Path) -> None:
+    """Read the integer in ``path``, yield, write it back plus one: loses updates unless a lock excludes."""
+    value = int(path.read_text() or "0") if path.exists() else 0
+    time.sleep(0)  # give every other contender its chance to interleave
+    path.write_text(str(value + 1))
+
+
 def make_counter(counter_dir: Path, increments: int) -> Any:
     @drivers_shim.synchronized("{name}")
     def bump(name: str) -> None:
-        path = counter_dir / name
-        value = int(path.read_text() or "0") if path.exists() else 0
-        time.sleep(0)  # give every other contender its chance to interleave
-        path.write_text(str(value + 1))
+        increment(counter_dir / name)
 
     def attempt(name: str) -> dict[str, Any]:
         for _ in range(increments):
@@ -90,16 +94,10 @@ def make_counter(counter_dir: Path, increments: int) -> Any:
 def make_oslo_counter(counter_dir: Path, increments: int, lock_path: str) -> Any:
     from oslo_concurrency import lockutils
 
-    def bump(name: str) -> None:
-        with lockutils.lock(name, "cinder-", external=True, lock_path=lock_path):
-            path = counter_dir / name
-            value = int(path.read_text() or "0") if path.exists() else 0
-            time.sleep(0)
-            path.write_text(str(value + 1))
-
     def attempt(name: str) -> dict[str, Any]:
         for _ in range(increments):
-            bump(name)
+            with lockutils.lock(name, "cinder-", external=True, lock_path=lock_path):
+                increment(counter_dir / name)
         return {"increments": increments, "external_lock": lockutils.external_lock.__module__}
 
     return attempt
