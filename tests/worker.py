@@ -12,7 +12,8 @@ Modes:
   sync      the same through drivers_shim.synchronized: the guarded function waits for stdin EOF, then
             prints {"event": "resumed", ...}; afterwards {"event": "returned"} or {"event": "lock-lost"}.
   contend   loop ``cycles`` times: acquire, append an interval record to ``history`` (JSONL), do a
-            read-sleep-write increment of the ``counter`` file (lost updates show a broken lock), release.
+            read-sleep-write increment of the ``counter`` file (lost updates show a broken lock), release;
+            in ``threads`` threads (default 1), each with its own lock object on the name.
             An acquire or release that raises a connection error (etcd failing over) is counted and retried.
 
 Every line printed is one JSON object, flushed, so the parent can wait for events with a deadline.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -104,6 +106,43 @@ def run_sync(url: str, name: str, member: str, opts: dict[str, Any]) -> int:
     return 0
 
 
+def contend(coord: Any, name: str, member: str, opts: dict[str, Any]) -> None:
+    """The ``contend`` mode: ``threads`` threads (default 1), each with a lock object of its own on ``name``."""
+    history, counter = Path(opts["history"]), Path(opts["counter"])
+    errors: list[str] = []
+    write = threading.Lock()
+
+    def cycle(lock: Any) -> None:
+        while True:
+            try:
+                lock.acquire()
+                break
+            except ToozConnectionError as exc:
+                errors.append(f"acquire: {exc}")
+        start = time.time()
+        token = getattr(lock, "token", None)
+        increment(counter, float(opts.get("hold", 0.001)))
+        end = time.time()
+        try:
+            lock.release()
+        except ToozConnectionError as exc:
+            errors.append(f"release: {exc}")
+        with write, history.open("a") as f:
+            f.write(json.dumps({"member": member, "name": name, "start": start, "end": end, "token": token}) + "\n")
+
+    def loop() -> None:
+        lock = coord.get_lock(name.encode())
+        for _ in range(int(opts.get("cycles", 20))):
+            cycle(lock)
+
+    threads = [threading.Thread(target=loop) for _ in range(int(opts.get("threads", 1)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    emit(event="done", errors=errors)
+
+
 def main() -> int:
     url, name, mode = sys.argv[1:4]
     opts: dict[str, Any] = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
@@ -129,28 +168,7 @@ def main() -> int:
             record_hold(opts, member, name, start, token, lock)
         emit(event="released", still_owner=still, held=believed, ok=lock.release(), **written)
     elif mode == "contend":
-        history = Path(opts["history"])
-        counter = Path(opts["counter"])
-        errors: list[str] = []
-        for _ in range(int(opts.get("cycles", 20))):
-            while True:
-                try:
-                    lock.acquire()
-                    break
-                except ToozConnectionError as exc:
-                    errors.append(f"acquire: {exc}")
-            start = time.time()
-            token = getattr(lock, "token", None)
-            increment(counter, float(opts.get("hold", 0.001)))
-            end = time.time()
-            try:
-                lock.release()
-            except ToozConnectionError as exc:
-                errors.append(f"release: {exc}")
-            with history.open("a") as f:
-                rec = {"member": member, "name": name, "start": start, "end": end, "token": token}
-                f.write(json.dumps(rec) + "\n")
-        emit(event="done", errors=errors)
+        contend(coord, name, member, opts)
     else:
         emit(event="error", error=f"unknown mode {mode}")
         return 2

@@ -14,14 +14,14 @@ Connections (issue 14: a process's connections must not grow with its waiting th
 So a client holds at most ``REQUEST_CONNECTIONS`` + 2 connections to its current member. A process out of
 descriptors gets ResourceExhausted for the request that needed a new connection; nothing fails over.
 
-Failover: one endpoint is current for the whole client. A connection failure, a timeout or a 5xx answer
-(etcd's "no leader", "request timed out") moves the client to the next endpoint and repeats the request
-there, once per endpoint. A request given a ``deadline`` (a ``time.monotonic()`` instant: a timed acquire's)
-is not sent, to any member, once it has passed; a send under way runs to its answer or its timeout. So a call
-ends by the caller's deadline plus one send's timeout at most, whatever the network does
-(``DeadlineExceeded``). A repeated write may have landed the first time: callers that write make their writes
-idempotent or recognise their own result by something only that call wrote (a per-call id, see lock.py and
-lockd.status.etcd_store); ``TxnResult.repeated`` says when a txn was sent more than once.
+Failover: one endpoint is current for the whole client. A connection failure, a timeout or an answer that
+says the member cannot serve now (stopping, leaderless, a learner: lockd.etcd.answers sorts them) moves the
+client to the next endpoint and repeats the request there, once per endpoint. A request given a ``deadline``
+(a ``time.monotonic()`` instant: a timed acquire's) is not sent, to any member, once it has passed; a send under
+way runs to its answer or its timeout. So a call ends by the caller's deadline plus one send's timeout at most,
+whatever the network does (``DeadlineExceeded``). A repeated write may have landed the first time: callers that
+write make their writes idempotent or recognise their own result by something only that call wrote (a per-call
+id, see lock.py and lockd.status.etcd_store); ``TxnResult.repeated`` says when a txn was sent more than once.
 The watch stream of a failed endpoint is closed so its waiters re-read and re-watch through a live member.
 """
 
@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lockd.errors import BackendError, BackendTimeout, DeadlineExceeded, ResourceExhausted
+from lockd.etcd import answers
 from lockd.etcd.pool import ConnectionPool, exhausted
 from lockd.etcd.watch import Watch, WatchHub
 from lockd.etcd.wire import KeyValue, b64
@@ -47,8 +48,6 @@ __all__ = ["EtcdClient", "EtcdRequestError", "KeyValue", "TxnResult", "b64", "cm
 
 LOG = logging.getLogger(__name__)
 
-# gRPC codes that mean "this member cannot serve now, another may" (Unavailable, DeadlineExceeded, Aborted).
-_RETRY_ON_OTHER_MEMBER = {4, 10, 14}
 # gRPC NotFound: e.g. a lease that already expired.
 GRPC_NOT_FOUND = 5
 #: Pooled connections for unary requests per client. A request holds one for about a millisecond, so eight
@@ -247,20 +246,21 @@ class EtcdClient:
                     if attempt:
                         raise
                     pool.reconnect(conn)
-        try:
-            answer = json.loads(data) if data else {}
-        except ValueError:
+        answer = answers.decode(data)
+        verdict = answers.classify(response.status, answer)
+        if answer is not None and verdict is answers.Answer.SERVED:
+            return answer
+        if answer is None:
             # e.g. etcd started from a config file without enable-grpc-gateway answers "404 page not found"
             raise _RetryOnOtherMember(
                 f"HTTP {response.status} with a non-JSON answer {data[:60]!r}: is etcd's JSON gateway enabled?"
-            ) from None
-        if response.status == 200:
-            return answer
-        code = int(answer.get("code", 0))
-        message = answer.get("message") or answer.get("error") or f"HTTP {response.status}"
-        if response.status >= 500 and (code in _RETRY_ON_OTHER_MEMBER or code == 0):
-            raise _RetryOnOtherMember(f"{message} (HTTP {response.status})")
-        raise EtcdRequestError(f"etcd refused /v3/{path}: {message}", code, self.endpoint_name(index))
+            )
+        message = answers.message(answer, response.status)
+        if verdict is answers.Answer.ELSEWHERE:
+            raise _RetryOnOtherMember(f"{message} (HTTP {response.status}, code {answers.grpc_code(answer)})")
+        raise EtcdRequestError(
+            f"etcd refused /v3/{path}: {message}", answers.grpc_code(answer), self.endpoint_name(index)
+        )
 
     # -- kv -------------------------------------------------------------------------------------------------
 

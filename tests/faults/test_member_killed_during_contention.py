@@ -1,4 +1,5 @@
-"""kill -9 an etcd member during an 8-process contention run: the lock keeps working and stays exclusive.
+"""kill -9 an etcd member during an 8-process contention run: the lock keeps working and stays exclusive; and
+the same through a graceful restart (SIGTERM, start again), which must not raise out of any lock call.
 
 Every worker (tests/worker.py ``contend``) talks to one follower first and lists the other two members as
 failover endpoints. Mid-run we kill either that follower (the member every client talks to) or the leader
@@ -34,41 +35,59 @@ def _lines(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-@pytest.mark.parametrize("victim", ["client-member", "leader"])
+@pytest.mark.parametrize("victim", ["client-member", "leader", "client-member-sigterm", "leader-sigterm"])
 def test_contention_survives_member_kill(
     cluster: EtcdCluster, lock_name: str, workers: list[WorkerProcess], tmp_path: Path, victim: str
 ) -> None:
     leader = cluster.wait_for_leader()
     follower = cluster.followers()[0]
     url = cluster.url(follower, lease_ttl=LEASE_TTL, timeout=1)
-    target = follower if victim == "client-member" else leader
+    target = leader if victim.startswith("leader") else follower
     path, counter = tmp_path / "history.jsonl", tmp_path / "counter"
 
-    for _ in range(WORKERS):
+    # The graceful restart cancels what the member has in flight: threads keep more requests in flight.
+    procs, threads, cycles = (4, 4, CYCLES // 2) if victim.endswith("sigterm") else (WORKERS, 1, CYCLES)
+    for _ in range(procs):
         workers.append(
-            WorkerProcess(url, lock_name, "contend", history=str(path), counter=str(counter), cycles=CYCLES, hold=0.005)
+            WorkerProcess(
+                url,
+                lock_name,
+                "contend",
+                history=str(path),
+                counter=str(counter),
+                cycles=cycles,
+                hold=0.005,
+                threads=threads,
+            )
         )
+    total = procs * threads * cycles
 
     def going() -> bool:
         assert all(w.proc.poll() in (None, 0) for w in workers), "a worker died before the kill"
-        return _lines(path) >= WORKERS * 2
+        return _lines(path) >= procs * threads * 2
 
     wait_for(going, 60, "the contention run to get going", 0.05)
 
     before = _lines(path)
     killed_at = time.time()
-    cluster.kill(target)
+    if victim.endswith("sigterm"):
+        target.stop()  # as systemd stops etcd: gracefully, cancelling what it has in flight
+        target.start()
+    else:
+        cluster.kill(target)
 
     errors = []
     for w in workers:
         errors += w.wait_event("done", timeout=120)["errors"]
 
     holds = history.load_holds(path)
-    assert len(holds) == WORKERS * CYCLES
-    assert int(counter.read_text()) == WORKERS * CYCLES, "lost update: two holders ran the increment at once"
+    assert len(holds) == total
+    assert int(counter.read_text()) == total, "lost update: two holders ran the increment at once"
     assert history.check(holds) == []
     after = [h for h in holds if h.start > killed_at]
-    assert len(after) >= WORKERS * CYCLES - before - WORKERS, "acquisitions did not continue after the kill"
+    assert len(after) >= total - before - procs * threads, "acquisitions did not continue after the kill"
+    if victim.endswith("sigterm"):
+        assert errors == [], f"a graceful restart must raise nothing out of the lock calls: {errors[:3]}"
     gap = history.longest_gap(holds)
     gap_after_kill = min((h.start for h in after), default=killed_at) - killed_at
     print(
