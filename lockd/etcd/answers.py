@@ -25,15 +25,22 @@ stopping (SIGTERM)     3.4: ``408 code 1 "grpc: the client connection is closing
                        is closing"``; 3.5: ``503 code 14 "error reading from server: EOF"``; both: reset,
                        refused and half-closed connections
 starting               refused connections until the gateway listens, then 200 (it serves once it answers)
-leaderless (minority)  after etcd's own request timeout (5 s + 2 election timeouts): ``503 code 14
-                       "etcdserver: request timed out"``; ``500 code 2 "context deadline exceeded"`` (lease
-                       grant on 3.4; txn and lease grant on 3.5); a client timeout shorter than that sees no
-                       answer at all (a timeout: also ambiguous, also failed over)
+cut off, not yet       ``503 code 14 "etcdserver: request timed out"`` after etcd's own request timeout (5 s +
+leaderless             2 election timeouts)
+leaderless             after that timeout: ``500 code 2 "context deadline exceeded"`` (txn, lease grant and
+                       revoke), ``503 code 14 "etcdserver: request timed out"`` (range); at once, from the
+                       streaming keepalive: ``503 {"error": {"grpc_code": 14, "message": "etcdserver: no
+                       leader"}}``. A client timeout shorter than etcd's sees no answer at all (a timeout:
+                       also ambiguous, also failed over)
 learner                ``503 code 14 "etcdserver: rpc not supported for learner"`` for txn, linearizable range
                        and lease grant; 200 for serializable ranges (lockd sends none) and maintenance/status
 =====================  ================================================================================
 
-So the gRPC code decides, not the HTTP status: Canceled (1) comes as 408, Unknown (2) as 500. etcd's own
+So the gRPC code decides, not the HTTP status: Canceled (1) comes as 408, Unknown (2) as 500. Streaming calls
+(lease keepalive) wrap their error in an object, ``{"error": {"grpc_code", "http_code", "message"}}``; when a
+stream fails after its first message, grpc-gateway sends that object after a 200 (not seen with lockd's
+one-message keepalives), so a 200 carrying it is read by its code too, never as a served answer (a keepalive
+read as served would say TTL 0: a lease lost that was not). etcd's own
 "etcdserver: too many requests" (ResourceExhausted, 8) is one member's apply backlog, so it goes elsewhere too;
 the other ResourceExhausted answer, "database space exceeded", is the cluster's alarm and a refusal.
 """
@@ -62,7 +69,7 @@ class Answer(enum.Enum):
 
 def classify(status: int, body: dict[str, Any] | None) -> Answer:
     """The decision for one answer; ``body`` is the decoded JSON, None when it was not JSON."""
-    if status == 200 and body is not None:
+    if status == 200 and body is not None and not isinstance(body.get("error"), dict):
         return Answer.SERVED
     if body is None:
         # Not the gateway speaking (a proxy's error page, etcd's "404 page not found" without the gateway):
@@ -90,11 +97,15 @@ def decode(data: bytes) -> dict[str, Any] | None:
 
 
 def grpc_code(body: dict[str, Any]) -> int:
+    error = body.get("error")
     try:
-        return int(body.get("code", 0))
+        return int(error.get("grpc_code", 0) if isinstance(error, dict) else body.get("code", 0))
     except (TypeError, ValueError):
         return 0
 
 
 def message(body: dict[str, Any], status: int) -> str:
-    return str(body.get("message") or body.get("error") or f"HTTP {status}")
+    error = body.get("error")
+    if isinstance(error, dict):
+        return str(error.get("message") or f"HTTP {status}")
+    return str(body.get("message") or error or f"HTTP {status}")

@@ -19,6 +19,13 @@ SEEN = [
     # leaderless, 3.4 and 3.5
     (503, b'{"error":"etcdserver: request timed out","message":"etcdserver: request timed out","code":14}'),
     (500, b'{"error":"context deadline exceeded","message":"context deadline exceeded","code":2}'),
+    # leaderless, the streaming keepalive's shape; and the same in a 200 once a stream has started
+    (
+        503,
+        b'{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader","http_status":"Service '
+        b'Unavailable"}}',
+    ),
+    (200, b'{"error":{"grpc_code":1,"http_code":408,"message":"grpc: the client connection is closing"}}'),
     # learner
     (
         503,
@@ -52,6 +59,7 @@ REFUSALS = [
         b'{"error":"etcdserver: mvcc: database space exceeded","code":8,"message":"etcdserver: mvcc: database '
         b'space exceeded"}',
     ),
+    (200, b'{"error":{"grpc_code":5,"http_code":404,"message":"etcdserver: requested lease not found"}}'),
     (401, b'{"error":"etcdserver: user name is empty","code":16,"message":"etcdserver: user name is empty"}'),
 ]
 
