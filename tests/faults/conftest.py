@@ -17,8 +17,8 @@ from tests.faults.lossy_proxy import LossyProxy
 
 
 @pytest.fixture(scope="session")
-def etcd_cluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
-    cluster = EtcdCluster(tmp_path_factory.mktemp("cluster"))
+def etcd_cluster_session(tmp_path_factory: pytest.TempPathFactory, etcd_binary_path: str) -> Iterator[EtcdCluster]:
+    cluster = EtcdCluster(tmp_path_factory.mktemp("cluster"), binary=etcd_binary_path)
     cluster.start()
     yield cluster
     cluster.stop()

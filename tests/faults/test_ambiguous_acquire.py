@@ -29,7 +29,7 @@ from tests.etcd_process import EtcdMember, queue_entries
 from tests.faults.lossy_proxy import LossyProxy
 from tests.procs import wait_for
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.both_etcd]
 
 Starter = Callable[[str], tooz.coordination.CoordinationDriver]
 

@@ -22,7 +22,7 @@ import tooz.coordination
 from lockd.errors import BackendError
 from tests.etcd_process import EtcdMember
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.both_etcd]
 
 
 @pytest.fixture

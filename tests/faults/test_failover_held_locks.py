@@ -29,7 +29,7 @@ from tests.etcd_cluster import EtcdCluster
 from tests.etcd_process import queue_entries
 from tests.procs import wait_for
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.both_etcd]
 
 LEASE_TTL = 2
 

@@ -23,7 +23,7 @@ from tests import history
 from tests.etcd_process import EtcdMember
 from tests.procs import WorkerProcess, wait_for
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.both_etcd]
 
 LEASE_TTL = 2
 

@@ -24,7 +24,7 @@ from tests import history
 from tests.etcd_cluster import EtcdCluster
 from tests.procs import WorkerProcess, wait_for
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.both_etcd]
 
 WORKERS = 8
 CYCLES = 40  # enough that the kill lands mid-run: 8 x 12 finished within a second on the pooled transport

@@ -16,6 +16,8 @@ from lockd.options import parse_backend_url
 from tests.etcd_process import queue_entries
 from tests.procs import WorkerProcess, wait_for
 
+pytestmark = pytest.mark.both_etcd
+
 
 @pytest.fixture
 def stock(stock_url: str) -> Iterator[tooz.coordination.CoordinationDriver]:

@@ -15,6 +15,8 @@ from lockd.options import parse_backend_url
 from tests.etcd_process import queue_entries
 from tests.procs import WorkerProcess, wait_for
 
+pytestmark = pytest.mark.both_etcd
+
 
 def etcd_client(url: str) -> EtcdClient:
     return EtcdClient(parse_backend_url(url))

@@ -24,6 +24,8 @@ import tooz.coordination
 
 from lockd.status import FENCED, NOT_OWNER, open_store
 
+pytestmark = pytest.mark.both_etcd
+
 
 def _child(lock_url: str, status_url: str, lock_name: str, vid: str) -> None:
     coord = tooz.coordination.get_coordinator(lock_url, f"stale-{uuid.uuid4().hex[:6]}".encode())
