@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -97,6 +98,7 @@ class Settings:
     lockd_procs: int = 2  # per client host
     threads: int = 2  # per process
     names: int = 3  # lock names per system
+    stop_timeout: float = 90.0  # per client process, after its stdin closed, to report "done"
 
 
 @dataclass
@@ -330,18 +332,22 @@ def run_schedule(r: Rig, rng: random.Random) -> list[Fault]:
 
 
 def stop_clients(r: Rig) -> list[str]:
-    """Close every client's stdin and collect what it reports; a client that does not end is killed and named."""
+    """Close every client's stdin and collect what it reports; a client that does not end is named, its threads'
+    stacks dumped next to its history (``<label>.jsonl.stacks``), and killed."""
     problems = []
     for procs in r.clients.values():
         for _, proc in procs:
             proc.finish()
-    for procs in r.clients.values():
-        for _, proc in procs:
+    for host, procs in r.clients.items():
+        for k, (system, proc) in enumerate(procs):
+            label = f"{host}-{system}-{sum(1 for s, _ in procs[:k] if s == system)}"  # as in its history's name
             try:
-                done = proc.wait_event("done", timeout=90)
+                done = proc.wait_event("done", timeout=r.settings.stop_timeout)
                 problems += [f"{c}: a thread did not stop" for c in done["stuck"]]
             except AssertionError as exc:
-                problems.append(str(exc).splitlines()[0])
+                problems.append(f"{label}: {str(exc).splitlines()[0]} (its stacks: {label}.jsonl.stacks)")
+                proc.proc.send_signal(signal.SIGUSR1)  # nemesis_client dumps its threads' stacks there
+                time.sleep(0.5)
             proc.stop()
     return problems
 
@@ -490,15 +496,18 @@ def spread(values: list[float]) -> dict[str, float] | None:
     }
 
 
-def run(settings: Settings, workdir: Path) -> dict[str, Any]:
-    """One nemesis run; returns the report (see judge)."""
+def run(settings: Settings, workdir: Path, schedule: Callable[[Rig], list[Fault]] | None = None) -> dict[str, Any]:
+    """One nemesis run; returns the report (see judge).
+
+    ``schedule`` replaces the seeded random faults: it runs while the clients do, returns what it did as
+    faults, and must leave the cluster healthy (tests/planned.py passes its operator procedures here)."""
     rng = random.Random(settings.seed)
     with rig(settings, workdir) as r:
         observer = Observer([m.endpoint for m in r.cluster.members])
         try:
             start_clients(r)
             started = time.time()
-            faults = run_schedule(r, rng)
+            faults = schedule(r) if schedule is not None else run_schedule(r, rng)
             healed_at = time.time()
             time.sleep(settings.recover)
             problems = stop_clients(r)

@@ -19,18 +19,26 @@ moment it ends, so a process paused or killed mid-run loses nothing it finished:
   lost     {at}                               lockd told the holder (on_lost callback) that its lease is gone
   ready    {} (once per thread, when it is about to start looping)
 
+Every record also carries ``endpoint``, the etcd member the process was talking to when it was written
+(lockd's client fails over among its endpoints; stock tooz stays on the one in its URL), so a lost lease can
+be laid against what happened to that member (tests/planned.py).
+
 Errors are recorded, never fatal: a thread that met an unreachable etcd tries again after a short pause, so
 "works again after the heal without a restart" can be checked from the history.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import random
+import signal
 import sys
 import threading
 import time
+import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +53,16 @@ from lockd.status.store import open_store
 class History:
     """Append-only JSONL, one line per finished step, flushed at once."""
 
-    def __init__(self, path: Path, process: str) -> None:
+    def __init__(self, path: Path, process: str, endpoint: Callable[[], str] = str) -> None:
+        """``endpoint`` says which member the process talks to now (read at each record)."""
         self._file = path.open("a", buffering=1)
         self._lock = threading.Lock()
         self.process = process
+        self.endpoint = endpoint
 
     def write(self, client: str, op: str, **fields: Any) -> None:
-        line = json.dumps({"process": self.process, "client": client, "op": op, **fields})
+        record = {"process": self.process, "client": client, "op": op, "endpoint": self.endpoint(), **fields}
+        line = json.dumps(record)
         with self._lock:
             self._file.write(line + "\n")
 
@@ -151,10 +162,23 @@ class Client(threading.Thread):
         )
 
 
+def member_of(coord: Any, url: str) -> str:
+    """``http://HOST:PORT`` of the member the coordinator talks to now: lockd's current endpoint (it moves on
+    failover), stock tooz's one and only."""
+    etcd = getattr(coord, "etcd", None)
+    if etcd is not None:
+        return etcd.endpoint_name()
+    parsed = urllib.parse.urlsplit(url)
+    return f"http://{parsed.hostname}:{parsed.port}"
+
+
 def main() -> int:
     spec = json.loads(sys.argv[1])
-    history = History(Path(spec["history"]), spec["process"])
+    # SIGUSR1 dumps every thread's stack next to the history: tests/nemesis.py sends it to a client that does not
+    # stop, before killing it, so what it was stuck in is kept.
+    faulthandler.register(signal.SIGUSR1, file=open(spec["history"] + ".stacks", "a"), all_threads=True)
     coord = tooz.coordination.get_coordinator(spec["url"], f"{spec['process']}-{os.getpid()}".encode())
+    history = History(Path(spec["history"]), spec["process"], lambda: member_of(coord, spec["url"]))
     coord.start(start_heart=True)
     # The etcd store rides on the coordinator's own client (its failover) for lockd; the control gets a plain one.
     etcd = getattr(coord, "etcd", None) or EtcdClient(parse_backend_url(spec["reader_url"]))
