@@ -9,6 +9,7 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 from lockd.errors import (  # noqa: E402
     BackendError,
     BackendTimeout,
+    CertificateError,
     LockAcquireFailed,
     LockdError,
     LockLost,
@@ -21,6 +22,7 @@ from lockd.errors import (  # noqa: E402
 __all__ = [
     "BackendError",
     "BackendTimeout",
+    "CertificateError",
     "LockAcquireFailed",
     "LockLost",
     "LockdError",

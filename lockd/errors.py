@@ -1,11 +1,15 @@
 """Every exception lockd raises, in one tree, so callers can catch by what they must do next.
 
 LockdError                      (base; also a tooz.ToozError so tooz callers catch it)
-├── UsageError                  the caller's fault: bad name, URL or option (ValueError too; HTTP 422, exit 2)
+├── UsageError                  the caller's fault: bad name, URL, option, or a TLS file that cannot be loaded
+│                               when the client is made (ValueError too; HTTP 422, exit 2)
 ├── BackendError                etcd failed or is unreachable (tooz.ToozConnectionError; HTTP 503, exit 1)
 │   ├── BackendTimeout          no answer within request_timeout from any endpoint
 │   │   └── DeadlineExceeded    the caller's deadline (a timed acquire's) passed before etcd answered
-│   └── ResourceExhausted       this process is out of descriptors or memory for a new connection
+│   ├── ResourceExhausted       this process is out of descriptors or memory for a new connection
+│   └── CertificateError        every member refused a TLS handshake over a certificate; ``.option`` and
+│                               ``.path`` name the file to fix (ca_cert: it does not verify etcd's certificate;
+│                               cert_cert: etcd refused this client's certificate). Not retried by lock waiters
 ├── LockAcquireFailed           a lock could not be taken (also tooz's LockAcquireFailed)
 ├── LockLost                    a held lock's lease ran out or the lock was broken while it was held
 ├── SessionExpired              the session lease is gone; the next acquire starts a new session
@@ -54,6 +58,21 @@ class DeadlineExceeded(BackendTimeout):
 class ResourceExhausted(BackendError):
     """The process could not open a connection (EMFILE, ENOMEM...): no member would do better, so nothing fails
     over; the request was not sent. Locks already held keep their lease on the session's own connection."""
+
+
+class CertificateError(BackendError):
+    """No member completed a TLS handshake because of a certificate, and the files on disk are the ones that failed:
+    waiting will not help, a person must fix the file ``path`` (the URL option ``option``: ``ca_cert`` when etcd's
+    certificate does not verify with it, ``cert_cert`` when etcd refused this client's certificate and key).
+
+    The client keeps trying at each new connection (a renewed file is loaded then, lockd.etcd.tls), so a held
+    lock survives a fix made within its lease TTL; a waiting ``acquire`` ends with this error instead.
+    """
+
+    def __init__(self, message: str, option: str, path: str | None, endpoint: str | None = None) -> None:
+        super().__init__(message, endpoint)
+        self.option = option
+        self.path = path
 
 
 class LockAcquireFailed(LockdError, _ToozLockAcquireFailed):

@@ -61,7 +61,9 @@ the session is lost meanwhile. Then it returns False, as any wait that runs out,
 if etcd answered nothing of the call, it raises DeadlineExceeded (a BackendTimeout). What it leaves in etcd is
 cleaned as after any failure: a queue entry whose wait ran out is deleted at once (within one request timeout),
 one left by a request under way at the deadline is deleted by the session's keepalive as soon as etcd answers (or
-goes with the lease). Untimed acquires (``blocking=True``) keep waiting, on new sessions, as long as it takes.
+goes with the lease). Untimed acquires (``blocking=True``) keep waiting, on new sessions, as long as it takes,
+except when every member refuses the client's TLS files (CertificateError, naming the file): only a person can fix
+that, so the wait ends with it, within one handshake per member of etcd answering (lockd.etcd.tls).
 
 Not guaranteed: mutual exclusion in real time against a holder paused past its lease (see lockd.session).
 """
@@ -80,7 +82,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from lockd.errors import BackendError, DeadlineExceeded, ResourceExhausted, SessionExpired, UsageError
+from lockd.errors import (
+    BackendError,
+    CertificateError,
+    DeadlineExceeded,
+    ResourceExhausted,
+    SessionExpired,
+    UsageError,
+)
 from lockd.etcd import keys
 from lockd.etcd.client import KeyValue, TxnResult, cmp_create, cmp_value, op_delete, op_put, op_range
 from lockd.etcd.watch import StreamBroken
@@ -179,6 +188,8 @@ class Mutex:
         Raises:
             BackendError: etcd could not be reached; nothing is held and no queue entry is left behind.
             DeadlineExceeded: (a BackendTimeout) the wait ran out before etcd answered any request of this call.
+            CertificateError: (a BackendError) every member refused a TLS handshake over this client's CA file or
+                client certificate, which a person must fix (the error names the file); an untimed wait ends too.
         """
         if blocking is True:
             deadline = None
@@ -423,13 +434,17 @@ class Mutex:
         Raises:
             SessionExpired: the lease was lost meanwhile (the caller queues again on a new session).
             ResourceExhausted: the process is out of descriptors or memory; not retried.
+            CertificateError: every member refused this client's TLS files; not retried.
             BackendError: the wait's deadline passed first.
         """
         while True:
             try:
                 return call()
-            except ResourceExhausted:
-                raise  # the process, not etcd: waiting here would only spin (the caller's acquire fails)
+            except (ResourceExhausted, CertificateError):
+                # The process (out of descriptors) or its TLS files (every member refused them), not etcd: waiting
+                # here would only spin, so the caller's acquire fails with the reason. (A renewed file is loaded at
+                # the next connection; the session's keepalive keeps trying meanwhile, so held locks may survive.)
+                raise
             except BackendError as exc:
                 if not session.alive():
                     raise SessionExpired(f"session lost while waiting for {self.name!r}") from exc

@@ -17,6 +17,8 @@ from types import FrameType
 from lockd.admin_token import ensure_token, token_path
 from lockd.config import DEFAULT_PORT, Settings, load_settings
 from lockd.embedded import EmbeddedEtcd
+from lockd.etcd.tls import TLSFiles
+from lockd.options import parse_backend_url
 
 LOG = logging.getLogger("lockd.serve")
 
@@ -61,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
         )
     }  # fmt: skip
     settings = load_settings(args.config_file, overrides)
+    if settings.backend_url and settings.backend_url.startswith("lockd+etcd3+https:"):
+        # A TLS file that cannot be loaded is a usage error (exit 2, one line naming it), said before uvicorn starts
+        # and would only report "startup failed" under a traceback. Later changes are followed (lockd.etcd.tls).
+        TLSFiles(parse_backend_url(settings.backend_url))
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signals = _NoteSignals()
     embedded: EmbeddedEtcd | None = None

@@ -34,6 +34,9 @@ leaderless             after that timeout: ``500 code 2 "context deadline exceed
                        also ambiguous, also failed over)
 learner                ``503 code 14 "etcdserver: rpc not supported for learner"`` for txn, linearizable range
                        and lease grant; 200 for serializable ranges (lockd sends none) and maintenance/status
+stopping, serving      3.4 also: ``500 code 13 "server closed the stream without sending trailers"`` (the gateway
+clients over TLS       reaches its own member over TLS then, and that stream is cut mid-answer);
+                       tests/faults/test_certificate_renewal.py met it in member restarts
 =====================  ================================================================================
 
 So the gRPC code decides, not the HTTP status: Canceled (1) comes as 408, Unknown (2) as 500. Streaming calls
@@ -59,6 +62,9 @@ ELSEWHERE_CODES = frozenset({1, 2, 4, 10, 14})
 ELSEWHERE_STATUSES = frozenset({502, 503, 504})
 _RESOURCE_EXHAUSTED = 8
 _BACKLOG = "too many requests"
+#: Internal (13) is a refusal, but for this one cause: the gateway's stream to its member cut (a stopping member).
+_INTERNAL = 13
+_STREAM_CUT = "server closed the stream without sending trailers"
 
 
 class Answer(enum.Enum):
@@ -79,6 +85,8 @@ def classify(status: int, body: dict[str, Any] | None) -> Answer:
     if code in ELSEWHERE_CODES or status in ELSEWHERE_STATUSES:
         return Answer.ELSEWHERE
     if code == _RESOURCE_EXHAUSTED and _BACKLOG in message(body, status):
+        return Answer.ELSEWHERE
+    if code == _INTERNAL and _STREAM_CUT in message(body, status):
         return Answer.ELSEWHERE
     if status >= 500 and code == 0:
         return Answer.ELSEWHERE

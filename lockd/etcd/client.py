@@ -16,7 +16,10 @@ descriptors gets ResourceExhausted for the request that needed a new connection;
 
 Failover: one endpoint is current for the whole client. A connection failure, a timeout or an answer that
 says the member cannot serve now (stopping, leaderless, a learner: lockd.etcd.answers sorts them) moves the
-client to the next endpoint and repeats the request there, once per endpoint. A request given a ``deadline``
+client to the next endpoint and repeats the request there, once per endpoint; when a member *answered* that it
+cannot serve now (not a refused connection, not a timeout), the client asks round again after a short pause,
+until one request timeout has passed since the call began: an election takes about a second, and a client
+that lists one member has nobody else to ask meanwhile. A request given a ``deadline``
 (a ``time.monotonic()`` instant: a timed acquire's) is not sent, to any member, once it has passed; a send under
 way runs to its answer or its timeout. So a call ends by the caller's deadline plus one send's timeout at most,
 whatever the network does (``DeadlineExceeded``). A repeated write may have landed the first time: callers that
@@ -40,6 +43,7 @@ from typing import Any
 from lockd.errors import BackendError, BackendTimeout, DeadlineExceeded, ResourceExhausted
 from lockd.etcd import answers
 from lockd.etcd.pool import ConnectionPool, exhausted
+from lockd.etcd.tls import TLSFiles
 from lockd.etcd.watch import Watch, WatchHub
 from lockd.etcd.wire import KeyValue, b64
 from lockd.options import BackendOptions
@@ -50,6 +54,8 @@ LOG = logging.getLogger(__name__)
 
 # gRPC NotFound: e.g. a lease that already expired.
 GRPC_NOT_FOUND = 5
+#: After every member answered "not now", the first wait before asking again, and the longest (doubling between).
+_NOT_NOW_PAUSE, _NOT_NOW_PAUSE_MAX = 0.05, 0.5
 #: Pooled connections for unary requests per client. A request holds one for about a millisecond, so eight
 #: serve hundreds of threads (`lockd bench --scenario waiters`); the issue's floor is 16 in all.
 REQUEST_CONNECTIONS = 8
@@ -124,7 +130,8 @@ class EtcdClient:
         self.options = options
         self._on_failure = on_failure
         self._current = 0
-        self._ssl = self._ssl_context() if options.https else None
+        # TLS files are re-read for each new connection once they change on disk (lockd.etcd.tls).
+        self.tls = TLSFiles(options) if options.https else None
         self._requests = ConnectionPool(REQUEST_CONNECTIONS, self._new_connection)
         # The session's own connection: it may spend a spare descriptor, or an idle request connection's (pool doc).
         self._upkeep = ConnectionPool(1, self._new_connection, reserve=True, make_room=self._requests.shed_idle)
@@ -134,11 +141,9 @@ class EtcdClient:
 
     # -- connections ----------------------------------------------------------------------------------------
 
-    def _ssl_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=self.options.ca_cert)
-        if self.options.cert_cert:
-            ctx.load_cert_chain(self.options.cert_cert, self.options.cert_key)
-        return ctx
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        """The context for a new connection (None: plain HTTP), from the TLS files as they are now."""
+        return self.tls.current().context if self.tls is not None else None
 
     def endpoint_name(self, index: int | None = None) -> str:
         host, port = self.options.endpoints[self._current if index is None else index]
@@ -146,8 +151,8 @@ class EtcdClient:
 
     def _new_connection(self, index: int, timeout: float) -> http.client.HTTPConnection:
         host, port = self.options.endpoints[index]
-        if self._ssl is not None:
-            return http.client.HTTPSConnection(host, port, timeout=timeout, context=self._ssl)
+        if self.tls is not None:
+            return self.tls.connection(index, host, port, timeout)
         return http.client.HTTPConnection(host, port, timeout=timeout)
 
     def connections(self) -> int:
@@ -207,24 +212,36 @@ class EtcdClient:
         last_error = "no endpoint"
         sends = [0]  # bumped by _post each time the request goes out on a connection
         pool = self._upkeep if urgent else self._requests
-        for _ in range(len(self.options.endpoints)):
-            index = self._current
-            if deadline is not None and time.monotonic() >= deadline:
-                tried = f" (last: {last_error})" if sends[0] else ""
-                raise DeadlineExceeded(f"the caller's deadline passed before etcd answered /v3/{path}{tried}")
-            try:
-                return self._post(pool, index, path, payload, timeout, sends), sends[0] > 1
-            except TimeoutError as exc:
-                timed_out, last_error = True, f"timed out after {timeout:g}s: {exc}"
-            except OSError as exc:
-                if exhausted(exc):
-                    raise ResourceExhausted(f"cannot reach etcd for /v3/{path}: {exc}") from exc
-                last_error = f"{type(exc).__name__}: {exc}"
-            except http.client.HTTPException as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
-            except _RetryOnOtherMember as exc:
-                last_error = str(exc)
-            self._fail_over(index)
+        began = time.monotonic()
+        send_timeout, pause = timeout, _NOT_NOW_PAUSE
+        while True:
+            not_now = False
+            for _ in range(len(self.options.endpoints)):
+                index = self._current
+                if deadline is not None and time.monotonic() >= deadline:
+                    tried = f" (last: {last_error})" if sends[0] else ""
+                    raise DeadlineExceeded(f"the caller's deadline passed before etcd answered /v3/{path}{tried}")
+                try:
+                    return self._post(pool, index, path, payload, send_timeout, sends), sends[0] > 1
+                except TimeoutError as exc:
+                    timed_out, last_error = True, f"timed out after {send_timeout:g}s: {exc}"
+                except OSError as exc:
+                    if exhausted(exc):
+                        raise ResourceExhausted(f"cannot reach etcd for /v3/{path}: {exc}") from exc
+                    last_error = f"{type(exc).__name__}: {exc}"
+                except http.client.HTTPException as exc:
+                    last_error = f"{type(exc).__name__}: {exc}"
+                except _RetryOnOtherMember as exc:
+                    last_error, not_now = str(exc), not_now or exc.not_now
+                self._fail_over(index)
+            # A member that answered "not now" (an election under way, a member stopping) is worth asking again
+            # shortly; a client that knows one member has nobody else to ask. Only within one request timeout
+            # of the call's start, and before the caller's deadline, so the module doc's bounds still hold.
+            send_timeout = began + timeout - time.monotonic() - pause
+            if not not_now or send_timeout <= 0 or (deadline is not None and time.monotonic() + pause >= deadline):
+                break
+            time.sleep(pause)
+            pause = min(2 * pause, _NOT_NOW_PAUSE_MAX)
         where = ",".join(self.endpoint_name(i) for i in range(len(self.options.endpoints)))
         if timed_out:
             raise BackendTimeout(f"etcd did not answer /v3/{path}: {last_error}", where)
@@ -253,7 +270,8 @@ class EtcdClient:
         if answer is None:
             # e.g. etcd started from a config file without enable-grpc-gateway answers "404 page not found"
             raise _RetryOnOtherMember(
-                f"HTTP {response.status} with a non-JSON answer {data[:60]!r}: is etcd's JSON gateway enabled?"
+                f"HTTP {response.status} with a non-JSON answer {data[:60]!r}: is etcd's JSON gateway enabled?",
+                not_now=False,
             )
         message = answers.message(answer, response.status)
         if verdict is answers.Answer.ELSEWHERE:
@@ -368,9 +386,9 @@ class EtcdClient:
             hub = self._hubs.get(index)
             if hub is None or hub.closed:
                 host, port = self.options.endpoints[index]
-                scheme = "wss" if self._ssl is not None else "ws"
+                scheme = "wss" if self.tls is not None else "ws"
                 url = f"{scheme}://{host}:{port}/v3/watch"
-                hub = self._hubs[index] = WatchHub(index, url, self.options.request_timeout, self._ssl)
+                hub = self._hubs[index] = WatchHub(index, url, self.options.request_timeout, self._ssl_context())
             return hub
 
     def close_watches(self, endpoint: int | None = None) -> None:
@@ -392,4 +410,9 @@ class EtcdClient:
 
 
 class _RetryOnOtherMember(Exception):
-    pass
+    """The member cannot serve this request; ``not_now``: it said so itself (lockd.etcd.answers), so it may again
+    shortly, as opposed to an answer that is not etcd's at all."""
+
+    def __init__(self, message: str, not_now: bool = True) -> None:
+        super().__init__(message)
+        self.not_now = not_now

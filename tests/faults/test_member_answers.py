@@ -103,6 +103,12 @@ class Load:
         time.sleep(seconds)
         return self.calls - before
 
+    def goes_on(self, within: float = 15.0) -> bool:
+        """Whether calls complete again within ``within`` seconds (a request etcd dropped waits out its timeout)."""
+        before = self.calls
+        wait_for(lambda: self.calls > before + THREADS, within, "calls to complete again")
+        return True
+
 
 class RawProbe:
     """A side load on plain kept-alive connections to one member, recording every non-200 answer's body: the
@@ -232,3 +238,31 @@ def add_learner(cluster: EtcdCluster, learner: EtcdMember) -> str:
 
 def remove_member(cluster: EtcdCluster, member_id: str) -> None:
     _gateway(cluster.wait_for_leader(), "/v3/cluster/member/remove", {"ID": member_id})
+
+
+@pytest.mark.parametrize("how", ["sigterm", "kill"])
+def test_leader_change_on_one_endpoint(cluster: EtcdCluster, how: str) -> None:
+    """A client that knows one member (a follower), while the leader goes: the follower answers "leader changed"
+    until the new leader is known, and there is no other member to ask. That answer says "not now", so the client
+    asks again until a request timeout has passed (lockd.etcd.client), rather than raising it at once (as it did).
+
+    What etcd does not answer stays a timeout: a proposal the follower forwarded to the leader just as it stopped
+    or handed over is dropped without a word, and the follower waits out its own request timeout (5 s + two
+    election timeouts), longer than this client's 5 s. A client that lists more members fails over then."""
+    leader = cluster.wait_for_leader()
+    follower = next(m for m in cluster.members if m is not leader)
+    client = EtcdClient(parse_backend_url(f"lockd+etcd3+http://{follower.endpoint}?timeout=5"))
+    try:
+        with Load(client) as load, RawProbe(follower) as probe:
+            time.sleep(0.3)
+            leader.stop() if how == "sigterm" else leader.kill()
+            cluster.wait_for_leader()
+            assert load.goes_on()
+    finally:
+        client.close()
+    timeouts = [e for e in load.errors if e.startswith("BackendTimeout")]
+    print(
+        f"\nleader {how} ({follower.binary}): {load.calls} calls, {len(timeouts)} timed out, raw answers "
+        f"{dict(probe.answers)}"
+    )
+    assert [e for e in load.errors if e not in timeouts] == []

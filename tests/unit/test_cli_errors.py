@@ -26,6 +26,16 @@ from tests.etcd_process import free_port
         (["epoch", "adopt", "--backend-url", "lockd+etcd3+http://127.0.0.1:1", "--id", "v1"], 2),
         (["epoch", "show", "--backend-url", "ftp://nowhere"], 2),
         (["epoch", "show", "--backend-url", f"lockd+etcd3+http://127.0.0.1:{free_port()}?timeout=1"], 1),
+        (
+            [
+                "serve",
+                "--port",
+                str(free_port()),
+                "--backend-url",
+                "lockd+etcd3+https://127.0.0.1:1?ca_cert=/no/ca.pem",
+            ],
+            2,
+        ),
     ],
 )
 def test_failures_print_one_line(args: list[str], code: int) -> None:

@@ -26,6 +26,12 @@ SEEN = [
         b'Unavailable"}}',
     ),
     (200, b'{"error":{"grpc_code":1,"http_code":408,"message":"grpc: the client connection is closing"}}'),
+    # stopping 3.4 serving clients over TLS: the gateway's TLS stream to its member cut mid-answer (Internal)
+    (
+        500,
+        b'{"error":"server closed the stream without sending trailers","message":"server closed the stream without '
+        b'sending trailers","code":13}',
+    ),
     # learner
     (
         503,
