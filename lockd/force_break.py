@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-A break reads the lock key, then runs one txn: "the key's create_revision is still the token we read" ->
+A break reads the lock key, then runs one txn: "the key's mod_revision is still the token we read" ->
 delete the key, delete the holder's queue entry (a lockd holder that came through the queue keeps it until
 release, and its successor watches it: without this the successor would wait for the holder's lease), and
 put the audit record ``/lockd/audit/<name>/<token>``. The record is what makes a break recognisable later:
@@ -11,8 +11,8 @@ put the audit record ``/lockd/audit/<name>/<token>``. The record is what makes a
   answer was lost, the repeat fails its compare against the first send's delete; the failed txn returns
   the audit record, and our ``break_id`` in it says the break landed. A lock key that merely looks the
   same (same holder value) proves nothing: only the id does.
-- by the holder: a lockd release is "delete if create_revision == token". A repeated release whose first
-  send landed also fails its compare; the holder then reads ``/lockd/audit/<name>/<token>``, and no record
+- by the holder: a lockd release is "delete (or grant) if mod_revision == token". A repeated release whose
+  first send landed also fails its compare; the holder then reads ``/lockd/audit/<name>/<token>``, and no record
   while its lease is still confirmed means nobody but the holder itself deleted the key (see
   lockd.lock.Mutex.release; the read happens only after a repeated txn, never on the common path).
 
@@ -30,7 +30,7 @@ from typing import Any
 
 from lockd.errors import BackendError
 from lockd.etcd import keys
-from lockd.etcd.client import EtcdClient, cmp_create, op_delete, op_put, op_range
+from lockd.etcd.client import EtcdClient, cmp_mod, op_delete, op_put, op_range
 from lockd.lock import Holder
 
 #: A break retries when the lock changed hands between its read and its txn; after this many it gives up.
@@ -84,12 +84,12 @@ def break_lock(client: EtcdClient, name: str, requested_by: str) -> BreakRecord 
         kv = client.get(key)
         if kv is None:
             return None
-        record = BreakRecord(name, kv.create_revision, Holder.decode(kv.value), time.time(), requested_by)
+        record = BreakRecord(name, kv.mod_revision, Holder.decode(kv.value), time.time(), requested_by)
         audit = json.dumps(record.to_json(break_id), separators=(",", ":")).encode()
         result = client.txn(
-            [cmp_create(key, kv.create_revision)],
-            [*free_ops(name, kv.value), op_put(keys.audit_key(name, kv.create_revision), audit)],
-            [op_range(keys.audit_key(name, kv.create_revision))],
+            [cmp_mod(key, kv.mod_revision)],
+            [*free_ops(name, kv.value), op_put(keys.audit_key(name, kv.mod_revision), audit)],
+            [op_range(keys.audit_key(name, kv.mod_revision))],
         )
         if result.succeeded or (result.repeated and _break_id(result.kvs(0)) == break_id):
             return record

@@ -7,32 +7,43 @@ Keys (see lockd.etcd.keys):
                                       stock tooz's key, so tooz's ``etcd3+http`` clients and lockd exclude each
                                       other. lockd's value is JSON naming the holder; tooz's is 16 random bytes.
   ``/lockd/queue/<name>/<waiter>``    one per lockd waiter, on its session lease. Queue order = create_revision.
-                                      A waiter that gets the lock keeps its entry until it releases.
+                                      Its value is the holder value the waiter would put (so a releaser can
+                                      grant it the lock), prefixed ``granted:`` once it was granted. A waiter
+                                      that gets the lock keeps its entry until it releases.
 
 Acquire:
   1. One txn: if the lock key is absent *and* the queue is empty, put the lock key (uncontended: one round trip).
      Otherwise put our queue key and read the lock key and the queue's two newest entries (ours, just put, and
      the one ahead of it), all in the same txn.
-  2. If a queue entry older than ours exists, watch the newest older one for deletion (no herd: each waiter
-     wakes only when its predecessor leaves). If we are first but the key is held (a holder that came by the
-     fast path, or a stock tooz client), watch the lock key.
-  3. Take: one txn "lock key absent, no older queue key, our queue key still there" -> put the lock key.
-     On failure the same txn returns fresh state (our entry, the newest entry older than ours, the lock key)
-     and we go back to 2.
+  2. Wait, with two watches on the client's one stream, both from the revision that state was read at (so no
+     read is needed to close the gap): the newest older queue entry (or, if none, the lock key: a holder that
+     came by the fast path, or a stock tooz client) for deletion, and our own entry for its grant mark. No herd:
+     each waiter wakes only when its predecessor leaves or when it is granted the lock.
+  3. Granted: we hold, at the grant's revision. Otherwise take: one txn "lock key absent, no older queue key,
+     our queue key still there" -> put the lock key. On failure the same txn returns fresh state (our entry,
+     the newest entry older than ours, the lock key: which names us if a grant was missed) and we go back to 2.
   Each step reads at most two queue entries, whatever the queue's length: with the whole queue read at each
   step, N waiters cost O(N^2) keys decoded in the waiting process, which starved 1,000 waiting threads of CPU.
   4. Before saying "held", the session's lease deadline must still be ahead: a take whose answer arrived
      after it (the process frozen between send and answer) was made on a lease that is being revoked, and
      another client may hold the lock already. That take is dropped and the acquire goes on, on a new session.
-Release: one txn deletes the lock key (if its create_revision is still our token) and our queue entry.
-  The next waiter has been watching that entry since it queued, so a handoff is: release txn, one watch
-  event, one take txn. A releasing worker that asks again finds the queue non-empty and queues at the back:
-  FIFO among lockd waiters. Stock tooz clients do not queue; they may take the key between two lockd holders.
-  Freeing a lock from outside (force-break, lockd.force_break) deletes the holder's queue entry too.
+Release:
+  A holder that came through the queue (the lock is contended) grants the lock to the oldest lockd waiter in
+  its release: one read finds it, one txn "the lock key is still at our token and the successor's entry is the
+  one we read" puts the lock key with the successor's holder value on the successor's lease, marks its entry
+  granted and deletes ours. The successor's watch on its own entry wakes it holding: a handoff is one commit
+  and one watch event, as etcd's own concurrency.Mutex pays, and the lock key exists at every instant, so stock
+  tooz clients keep excluding. Otherwise (a holder that took a free lock, no lockd successor, one of an older
+  lockd whose entry has no value, its lease just gone), one txn deletes the lock key (if it is still at our
+  token) and our queue entry; the next waiter watches for that and takes. A releasing worker that asks again
+  finds the queue non-empty and queues at the back: FIFO among lockd waiters. Stock tooz clients do not queue;
+  they may take the key between two lockd holders when no lockd waiter was granted it. Freeing a lock from
+  outside (force-break, lockd.force_break) deletes the holder's queue entry too.
 
-Fencing token: the lock key's create_revision. etcd revisions only grow, so each acquisition of a name gets
-a larger token than every earlier one. Release is "delete if create_revision == token", so a holder that lost
-its lock cannot delete its successor's.
+Fencing token: the revision at which the lock key came to name its holder, i.e. its mod_revision while held
+(equal to its create_revision when the lock was taken free; a grant moves only the mod_revision). etcd revisions
+only grow, so each acquisition of a name gets a larger token than every earlier one. Release is "delete (or
+grant) if mod_revision == token", so a holder that lost its lock cannot delete or hand over its successor's.
 
 Ambiguity: the client repeats a request on another member after a timeout, so a put may land twice or a
 take may succeed without us seeing the answer. Queue keys are named by session lease and a per-acquire id
@@ -74,6 +85,7 @@ import functools
 import json
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -91,13 +103,43 @@ from lockd.errors import (
     UsageError,
 )
 from lockd.etcd import keys
-from lockd.etcd.client import KeyValue, TxnResult, cmp_create, cmp_value, op_delete, op_put, op_range
-from lockd.etcd.watch import StreamBroken
+from lockd.etcd.client import (
+    GRPC_NOT_FOUND,
+    EtcdRequestError,
+    KeyValue,
+    TxnResult,
+    cmp_create,
+    cmp_mod,
+    cmp_value,
+    op_delete,
+    op_put,
+    op_range,
+)
+from lockd.etcd.watch import Inbox, StreamBroken, Watch
 from lockd.session import Session
 
 LOG = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+
+
+#: How a granting release marks the successor's queue entry (the entry's value is then this + its holder value).
+_GRANTED = b"granted:"
+#: After the entry ahead of us went, how long to wait for a grant that came in the same txn (see _wait_for_turn).
+_GRANT_GRACE = 0.02
+
+
+def _close(watches: list[Watch]) -> None:
+    for watch in watches:
+        watch.close()
+
+
+def _lease_of(waiter: str) -> int | None:
+    """The session lease a waiter id names (``<lease hex>-<random>``, see Mutex._acquire_on)."""
+    try:
+        return int(waiter.split("-", 1)[0], 16)
+    except ValueError:
+        return None
 
 
 def validate_name(name: str | bytes) -> str:
@@ -238,7 +280,7 @@ class Mutex:
             kv = session.client.get(self.key)
         except BackendError:
             return session.alive()  # etcd unreachable: the confirmed lease is the best evidence we have
-        return kv is not None and kv.create_revision == token
+        return kv is not None and kv.mod_revision == token
 
     # -- the local gate ---------------------------------------------------------------------------------------
 
@@ -277,6 +319,7 @@ class Mutex:
     def _acquire_until(self, deadline: float | None, try_once: bool) -> bool:
         self._asked = False
         while True:
+            session: Session | None = None
             try:
                 session = self._sessions(None if try_once else deadline)
                 if self._acquire_on(session, deadline, try_once):
@@ -289,6 +332,11 @@ class Mutex:
                     self._forget()
             except SessionExpired:
                 LOG.warning("session lost while waiting for %r; queueing again on a new session", self.name)
+            except EtcdRequestError as exc:
+                if exc.code != GRPC_NOT_FOUND or session is None:
+                    raise
+                session.lease_gone()  # our lease went before the keepalive heard: again, on a new session
+                LOG.warning("session lease gone while asking for %r; queueing again on a new session", self.name)
             except DeadlineExceeded:
                 if self._asked:
                     return False  # etcd answered this call, then the wait ran out: as any wait that runs out
@@ -297,14 +345,19 @@ class Mutex:
                 return False
 
     def _delete_own_key(self, session: Session, token: int, queue_key: bytes | None) -> bool:
-        """The release txn; True when it deleted our key (now or in an earlier send whose answer was lost)."""
+        """The release: grant the lock to the next lockd waiter if there is one (one commit from holder to
+        holder), else delete our key. True when the lock was ours (now, or in an earlier send whose answer was
+        lost)."""
+        granted = self._grant(session, token, queue_key)
+        if granted is not None:
+            return granted
         # Our queue entry (if we came through the queue) goes in the same txn, whatever the compare says:
         # the successor watching it wakes exactly once, and a lost lock leaves no entry behind.
         leave = [op_delete(queue_key)] if queue_key else []
         try:
-            result = session.client.txn([cmp_create(self.key, token)], [op_delete(self.key), *leave], leave)
+            result = session.client.txn([cmp_mod(self.key, token)], [op_delete(self.key), *leave], leave)
         except BackendError:
-            session.delete_later((self.key, [cmp_create(self.key, token)]), *[(k, []) for k in [queue_key] if k])
+            session.delete_later((self.key, [cmp_mod(self.key, token)]), *[(k, []) for k in [queue_key] if k])
             raise
         if result.succeeded:
             return True
@@ -315,6 +368,55 @@ class Mutex:
             return True
         LOG.warning("lock %r (token %d) was no longer ours at release", self.name, token)
         return False
+
+    def _grant(self, session: Session, token: int, queue_key: bytes | None) -> bool | None:
+        """Hand the lock to the oldest lockd waiter in the release itself; None when there is none to hand it to
+        (no waiter, one of an older lockd that takes for itself, its lease gone, the read failed): then the
+        caller deletes our key as before.
+
+        Only a holder that came through the queue tries (it waited, so the lock is contended); a holder that took
+        a free lock at once releases as before, with no read. One read finds the successor (its entry's value is
+        the holder value it would put); one txn, "the lock is still ours and the successor's entry still the one
+        we read", puts the lock key with that value on the successor's lease, marks the successor's entry granted
+        (its watch on that entry wakes it, holding) and deletes our entry. The lock key exists at every instant,
+        so stock tooz clients keep excluding; its create_revision stays, its mod_revision (the token) moves.
+        """
+        if queue_key is None:
+            return None
+        client = session.client
+        try:
+            entries, _ = client.range(
+                self._queue_prefix, self._queue_end, limit="2", sort_target="CREATE", sort_order="ASCEND"
+            )
+        except BackendError:
+            return None
+        successor = next((kv for kv in entries if kv.key != queue_key), None)
+        if successor is None:
+            return None
+        waiter = keys.queue_waiter(successor.key)
+        lease = _lease_of(waiter)
+        if Holder.decode(successor.value).waiter != waiter or lease is None:
+            return None  # an entry without a holder value: a waiter of an older lockd, which takes for itself
+        compare = [cmp_mod(self.key, token), cmp_value(successor.key, successor.value)]
+        hand_over = [
+            op_put(self.key, successor.value, lease),
+            op_put(successor.key, _GRANTED + successor.value, lease),
+            op_delete(queue_key),
+        ]
+        try:
+            result = client.txn(compare, hand_over, [op_range(self.key)])
+        except EtcdRequestError:
+            return None  # e.g. the successor's lease expired just now ("requested lease not found")
+        except BackendError:
+            # Unanswered: granted or not, the session deletes our key if it is still ours, and our entry.
+            session.delete_later((self.key, [cmp_mod(self.key, token)]), (queue_key, []))
+            raise
+        if result.succeeded:
+            return True
+        lock = result.kvs(0)
+        if result.repeated and lock and lock[0].value == successor.value and lock[0].mod_revision > token:
+            return True  # our first send granted it; its answer was lost
+        return None
 
     def _holder_value(self, waiter: str) -> bytes:
         """The lock key's value for one put; remembered so an unanswered put can be undone."""
@@ -348,7 +450,9 @@ class Mutex:
         self, session: Session, waiter: str, queue_key: bytes, deadline: float | None, try_once: bool
     ) -> bool:
         client = session.client
-        put_lock = op_put(self.key, self._holder_value(waiter), session.lease_id)
+        # The queue entry carries the value the lock key gets when we hold, so a releaser can grant it to us.
+        value = self._holder_value(waiter)
+        put_lock = op_put(self.key, value, session.lease_id)
         no_holder_no_queue = [cmp_create(self.key, 0), cmp_create(self._queue_prefix, 0, end=self._queue_end)]
         read_lock = op_range(self.key)
         if try_once:  # the one try is sent whatever the deadline (it is now, or already spent at the gate)
@@ -363,7 +467,7 @@ class Mutex:
         result = client.txn(
             no_holder_no_queue,
             [put_lock],
-            [op_put(queue_key, b"", session.lease_id), newest_two, read_lock],
+            [op_put(queue_key, value, session.lease_id), newest_two, read_lock],
             deadline=deadline,
         )
         self._asked = True
@@ -378,9 +482,9 @@ class Mutex:
             if mine is None:
                 raise SessionExpired(f"queue entry for {self.name!r} is gone")
             state = self._state(session, queue_key, mine, deadline)
-            return self._wait_in_queue(session, waiter, queue_key, state, deadline)
+            return self._wait_in_queue(session, waiter, queue_key, value, state, deadline)
         state = _State(sorted(tail, key=lambda kv: kv.create_revision), (result.kvs(2) or [None])[0], result.revision)
-        return self._wait_in_queue(session, waiter, queue_key, state, deadline)
+        return self._wait_in_queue(session, waiter, queue_key, value, state, deadline)
 
     def _state(self, session: Session, queue_key: bytes, mine: KeyValue, deadline: float | None) -> _State:
         """Our entry, the newest entry ahead of it and the lock key, read in one txn."""
@@ -397,7 +501,7 @@ class Mutex:
         return _State(queue, (result.kvs(2) or [None])[0], result.revision)
 
     def _wait_in_queue(
-        self, session: Session, waiter: str, queue_key: bytes, state: _State, deadline: float | None
+        self, session: Session, waiter: str, queue_key: bytes, value: bytes, state: _State, deadline: float | None
     ) -> bool:
         while True:
             if state.lock is not None and self._won_if_mine(session, state.lock, waiter, queue_key):
@@ -409,12 +513,13 @@ class Mutex:
             older = [kv for kv in state.queue if kv.create_revision < mine.create_revision]
             if older or state.lock is not None:
                 if deadline is not None and time.monotonic() >= deadline:
-                    self._leave_queue(session, queue_key)
-                    return False
-                outcome = self._wait_for_delete(session, older[-1].key if older else self.key, deadline)
+                    return self._leave_queue(session, queue_key, value)
+                ahead = older[-1].key if older else self.key
+                outcome = self._wait_for_turn(session, ahead, queue_key, state.revision, deadline)
+                if isinstance(outcome, int):  # the holder granted us the lock in its release, at this revision
+                    return self._won(session, outcome, queue_key)
                 if outcome == "timeout":
-                    self._leave_queue(session, queue_key)
-                    return False
+                    return self._leave_queue(session, queue_key, value)
                 if not session.alive():
                     raise SessionExpired(f"session lost while waiting for {self.name!r}")
             # Nothing to wait for, or the key we watched went (a release, a waiter giving up): usually we are
@@ -463,36 +568,56 @@ class Mutex:
             options["max_create_revision"] = str(before - 1)
         return op_range(self._queue_prefix, self._queue_end, limit=str(limit), **options)
 
-    def _wait_for_delete(self, session: Session, key: bytes, deadline: float | None) -> str:
-        """Block until ``key`` is deleted: "deleted", "timeout", or "broken" (re-check: member or session failed).
+    def _wait_for_turn(
+        self, session: Session, ahead: bytes, queue_key: bytes, since: int, deadline: float | None
+    ) -> str | int:
+        """Block until the key ``ahead`` of us is deleted or the holder grants us the lock: the grant's revision
+        (our token), else "deleted", "timeout", or "broken" (re-check: member or session failed).
 
-        The watch starts from now (synced, so a handoff is heard at once), then one read checks the key still
-        exists: a delete before the watch was registered shows in the read, a later one on the stream.
+        Two watches on one stream, both from right after ``since`` (the revision our state was read at, so nothing
+        in between is missed and no read is needed): the key ahead of us (deletes only), and our own queue entry
+        (puts only), which a granting release marks. A grant by the holder just ahead of us also deletes its
+        entry in the same txn, and the two watches' events may come in either order: after a delete, a grant
+        that comes within ``_GRANT_GRACE`` spares the take txn (a commit). Correctness never rests on that wait:
+        a take after a grant fails and reads the lock key naming us (``_won_if_mine``).
         """
         client = session.client
+        inbox: Inbox = queue.SimpleQueue()
+        watches = []
         try:
-            stream = client.watch(key, filters=("NOPUT",))
+            for key, only in ((ahead, "NOPUT"), (queue_key, "NODELETE")):
+                watches.append(client.watch(key, start_revision=since + 1, filters=(only,), inbox=inbox))
         except ResourceExhausted:
+            _close(watches)
             raise
         except BackendError as exc:
+            _close(watches)
             # The client moved to another member; the take re-reads there. A pause first, so a stream that cannot
             # open at all (say, a proxy that refuses the WebSocket upgrade) costs a take every 0.1 s, not a spin.
             LOG.warning("cannot watch for %r: %s", self.name, exc)
             session.lost.wait(0.1)
             return "broken"
         try:
-            if client.get(key, deadline=deadline) is None:
-                return "deleted"
-            for batch in stream.batches(deadline):
-                if any(event.deleted for event in batch):
-                    return "deleted"
-            return "timeout"
+            deleted = False
+            until = deadline
+            while True:
+                batch = next(watches[0].batches(until), None)  # the inbox is shared: either watch's events
+                if batch is None:  # ``until`` passed
+                    return "deleted" if deleted else "timeout"
+                for event in batch:
+                    if event.kv.key == queue_key:
+                        if event.kv.value.startswith(_GRANTED):
+                            return event.kv.mod_revision
+                    elif event.deleted and not deleted:
+                        deleted = True
+                        grace = time.monotonic() + _GRANT_GRACE
+                        until = grace if deadline is None else min(grace, deadline)
         except ResourceExhausted:
             raise
         except (BackendError, StreamBroken):
             return "broken"
         finally:
-            stream.close()
+            _close(watches)
 
     def _take(
         self, session: Session, waiter: str, queue_key: bytes, my_revision: int, deadline: float | None
@@ -523,7 +648,7 @@ class Mutex:
         """A lock key carrying our waiter id is ours: an earlier txn landed though its answer was lost."""
         if Holder.decode(lock.value).waiter != waiter:
             return False
-        return self._won(session, lock.create_revision, queue_key)
+        return self._won(session, lock.mod_revision, queue_key)
 
     def _abandon(self, delete: Callable[..., None], queue_key: bytes) -> None:
         """Undo a failed attempt: our queue entry, and the lock key if one of our puts landed unanswered."""
@@ -532,16 +657,23 @@ class Mutex:
                 return  # the attempt won after all; the caller holds the lock
         delete((queue_key, []), *[(self.key, [cmp_value(self.key, value)]) for value in self._sent_values])
 
-    def _leave_queue(self, session: Session, queue_key: bytes) -> None:
-        """Remove our queue entry (a wait that ran out), so the waiter behind us moves up at once.
+    def _leave_queue(self, session: Session, queue_key: bytes, value: bytes) -> bool:
+        """Remove our queue entry (a wait that ran out), so the waiter behind us moves up at once; True if the
+        lock was granted to us meanwhile (the lock key holds our value), which we then hold.
 
         The wait is over, so this gets one request timeout's worth of sends (the client sends nothing new past
         the deadline given), not every member's; what etcd does not take now, the session's keepalive deletes
-        as soon as it answers (or the entry goes with the lease).
+        as soon as it answers (or the entry goes with the lease), with the lock key if it was granted to us.
         """
         try:
-            session.client.txn(
-                [], [op_delete(queue_key)], deadline=time.monotonic() + session.client.options.request_timeout
+            result = session.client.txn(
+                [cmp_value(self.key, value)],
+                [op_range(self.key)],
+                [op_delete(queue_key)],
+                deadline=time.monotonic() + session.client.options.request_timeout,
             )
         except BackendError:
-            session.delete_later((queue_key, []))
+            session.delete_later((queue_key, []), (self.key, [cmp_value(self.key, value)]))
+            return False
+        granted = result.kvs(0) if result.succeeded else []
+        return bool(granted) and self._won(session, granted[0].mod_revision, queue_key)

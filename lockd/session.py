@@ -203,6 +203,11 @@ class Session:
                     self._deferred.extend(pending[i:])
                 return
 
+    def lease_gone(self) -> None:
+        """etcd refused a write on this session's lease as not found (revoked, or expired before the keepalive
+        heard): the session is lost now, not at the next keepalive, so the caller's retry gets a new one."""
+        self._mark_lost("etcd says the lease no longer exists")
+
     def _mark_lost(self, reason: str) -> None:
         with self._mutex:
             if self._ended:

@@ -42,9 +42,10 @@ class LockdLock(locking.Lock):
 
     @property
     def token(self) -> int | None:
-        """The fencing token (the lock key's etcd create_revision) of the latest acquisition, kept after the
-        lock is lost and cleared by ``release()``: a holder that lost its lease and writes with
-        ``fence=lock.token`` is refused, never unfenced. ``acquired`` says whether it is still held."""
+        """The fencing token of the latest acquisition (the etcd revision at which the lock key came to name this
+        holder: its mod_revision), kept after the lock is lost and cleared by ``release()``: a holder that lost its
+        lease and writes with ``fence=lock.token`` is refused, never unfenced. ``acquired`` says whether it is
+        still held."""
         return self._mutex.token
 
     @property
@@ -55,7 +56,7 @@ class LockdLock(locking.Lock):
 
     @property
     def key(self) -> bytes:
-        """The etcd key this lock holds (``/tooz/locks`` + name): fencing compares its create_revision."""
+        """The etcd key this lock holds (``/tooz/locks`` + name): fencing compares its mod_revision."""
         return self._mutex.key
 
     @property

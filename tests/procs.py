@@ -25,15 +25,16 @@ REPO = Path(__file__).resolve().parents[1]
 class ChildProcess:
     """A Python child of the tests (run from the repo root) whose JSON stdout lines arrive as events on a queue."""
 
-    def __init__(self, *args: str, launcher: Sequence[str] = ()) -> None:
-        """``launcher``: an argv prefix that runs the child elsewhere, e.g. on a test host (tests/netns.py)."""
-        env = dict(os.environ, PYTHONPATH=str(REPO))
+    def __init__(self, *args: str, launcher: Sequence[str] = (), tree: Path = REPO) -> None:
+        """``launcher``: an argv prefix that runs the child elsewhere, e.g. on a test host (tests/netns.py).
+        ``tree``: the source tree it runs from (another version of lockd: tests/integration/test_mixed_versions)."""
+        env = dict(os.environ, PYTHONPATH=str(tree))
         self.proc = subprocess.Popen(
             [*launcher, sys.executable, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            cwd=REPO,
+            cwd=tree,
             env=env,
         )
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -114,8 +115,8 @@ class ChildProcess:
 class WorkerProcess(ChildProcess):
     """One ``python -m tests.worker URL NAME MODE OPTS`` (see tests/worker.py)."""
 
-    def __init__(self, url: str, name: str, mode: str, **opts: Any) -> None:
-        super().__init__("-m", "tests.worker", url, name, mode, json.dumps(opts))
+    def __init__(self, url: str, name: str, mode: str, *, tree: Path = REPO, **opts: Any) -> None:
+        super().__init__("-m", "tests.worker", url, name, mode, json.dumps(opts), tree=tree)
 
 
 def wait_for(probe: Callable[[], Any], timeout: float = 15.0, what: str = "condition", interval: float = 0.02) -> Any:

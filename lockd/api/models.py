@@ -24,7 +24,7 @@ class HolderOut(BaseModel):
 class LockOut(BaseModel):
     name: str
     holder: HolderOut | None = Field(description="null for a stock tooz holder")
-    token: int = Field(description="fencing token: the lock key's etcd create_revision")
+    token: int = Field(description="fencing token: the etcd revision at which the lock key came to name this holder")
     acquired_at: float | None = Field(description="Unix time the lock was taken; null if unknown (stock tooz)")
     ttl_remaining: float | None = Field(description="seconds left on the holder's lease; null if unknown")
     waiters: int = Field(description="lockd waiters queued for this lock")

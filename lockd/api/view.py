@@ -41,9 +41,18 @@ _FIRST_SYNC_WAIT = 3.0  # seconds startup waits for the first read of etcd befor
 class HeldLock:
     name: str
     holder: Holder
-    token: int  # the lock key's create_revision
+    token: int  # the lock key's mod_revision: the revision at which it came to name this holder
     lease: int
-    seen_at: float | None  # wall time the watch saw the key created; None when found by a full read
+    seen_at: float | None  # wall time the watch saw the key put; None when found by a full read
+    granted: bool = False  # put over an existing key: handed to this holder by the one before (lockd.lock)
+
+    @property
+    def acquired_at(self) -> float | None:
+        """When this holder got the lock: a lockd holder's value says when it asked, which for a grant is when it
+        queued, so a granted lock's time is when the view saw the grant (unknown after a full read)."""
+        if self.holder.is_lockd and not (self.granted and self.seen_at is not None):
+            return self.holder.acquired_at
+        return self.seen_at
 
 
 @dataclass(frozen=True)
@@ -134,7 +143,7 @@ class LockView:
 
     def held_longest(self, prefix: str, limit: int) -> tuple[int, list[HeldLock]]:
         """(how many locks match ``prefix``, the ``limit`` of them held longest). The token orders acquisitions
-        of every name and every kind of holder (a later acquisition has a larger create_revision)."""
+        of every name and every kind of holder (a later acquisition has a larger revision)."""
         with self._mutex:
             found = [lock for name, lock in self._locks.items() if name.startswith(prefix)]
         return len(found), heapq.nsmallest(limit, found, key=lambda lock: lock.token)
@@ -327,7 +336,9 @@ class LockView:
 
 
 def _held_lock(kv: KeyValue, seen_at: float | None) -> HeldLock:
-    return HeldLock(keys.lock_name(kv.key), Holder.decode(kv.value), kv.create_revision, kv.lease, seen_at)
+    return HeldLock(
+        keys.lock_name(kv.key), Holder.decode(kv.value), kv.mod_revision, kv.lease, seen_at, granted=kv.version > 1
+    )
 
 
 def _queued(kv: KeyValue) -> QueuedWaiter:

@@ -72,10 +72,10 @@ class Inspector:
         self.conn.request("POST", "/v3/kv/range", json.dumps(body).encode(), {"Content-Type": "application/json"})
         return json.loads(self.conn.getresponse().read())
 
-    def create_revision(self, key: bytes) -> int:
-        """The key's create_revision, 0 when absent."""
+    def token(self, key: bytes) -> int:
+        """The lock key's token (its mod_revision), 0 when absent."""
         kvs = self._range({"key": base64.b64encode(key).decode()}).get("kvs", [])
-        return int(kvs[0].get("create_revision", 0)) if kvs else 0
+        return int(kvs[0].get("mod_revision", 0)) if kvs else 0
 
     def count(self, prefix: bytes) -> int:
         body = {
@@ -105,8 +105,8 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     if not (bystander.acquire(blocking=True) and holder.acquire(blocking=True)):
         raise RuntimeError("the holder could not take its locks")
     tokens = {
-        "holder": inspector.create_revision(keys.lock_key(name)),
-        "bystander": inspector.create_revision(keys.lock_key(bystander_name)),
+        "holder": inspector.token(keys.lock_key(name)),
+        "bystander": inspector.token(keys.lock_key(bystander_name)),
     }
     _tell_parent({"phase": "holding", "inspector_port": inspector.conn.sock.getsockname()[1]})
 
@@ -156,7 +156,7 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     out["queue_s"] = time.monotonic() - spawn_started
     _tell_parent({"phase": "waiting"})
     _wait_for_parent()  # it samples this process's connections, descriptors and RSS from outside meanwhile
-    out["holder_lost_before_release"] = inspector.create_revision(keys.lock_key(name)) != tokens["holder"]
+    out["holder_lost_before_release"] = inspector.token(keys.lock_key(name)) != tokens["holder"]
     out["failed_before_release"] = sum(errors.values())
 
     release_started = time.monotonic()
@@ -175,7 +175,7 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
         handoffs = [h[0] - prev for h, prev in zip(ordered, previous, strict=True)]
         summary = latency_summary(handoffs)
         out["handoff_p50_ms"], out["handoff_p99_ms"] = summary["p50_ms"], summary["p99_ms"]
-    out["bystander_lost"] = inspector.create_revision(keys.lock_key(bystander_name)) != tokens["bystander"]
+    out["bystander_lost"] = inspector.token(keys.lock_key(bystander_name)) != tokens["bystander"]
     out["lock_lost"] = out["holder_lost_before_release"] or out["bystander_lost"]
     out["errors"] = sum(errors.values())
     out["error_kinds"] = dict(errors.most_common(5))

@@ -44,7 +44,7 @@ from lockd.errors import BackendError, BackendTimeout, DeadlineExceeded, Resourc
 from lockd.etcd import answers
 from lockd.etcd.pool import ConnectionPool, exhausted
 from lockd.etcd.tls import TLSFiles
-from lockd.etcd.watch import Watch, WatchHub
+from lockd.etcd.watch import Inbox, Watch, WatchHub
 from lockd.etcd.wire import KeyValue, b64
 from lockd.options import BackendOptions
 
@@ -362,6 +362,7 @@ class EtcdClient:
         end: bytes | None = None,
         start_revision: int | None = None,
         filters: Sequence[str] = (),
+        inbox: Inbox | None = None,
     ) -> Watch:
         """Open a watch on the current member's shared stream (lockd.etcd.watch); failover and session loss end it.
 
@@ -373,7 +374,7 @@ class EtcdClient:
             raise BackendError("etcd client is closed")
         index = self._current
         try:
-            return self._hub(index).open(key, end, start_revision, filters)
+            return self._hub(index).open(key, end, start_revision, filters, inbox)
         except ResourceExhausted:
             raise
         except BackendError:

@@ -57,6 +57,11 @@ def queue_key(name: str, waiter_id: str) -> bytes:
     return queue_prefix(name) + waiter_id.encode("ascii")
 
 
+def queue_waiter(key: bytes) -> str:
+    """The waiter id a queue key names (the part after the lock name)."""
+    return key.rsplit(b"/", 1)[-1].decode("ascii", "replace")
+
+
 def queue_name(key: bytes) -> str:
     """The lock name a queue key waits for."""
     return unquote(key[len(QUEUE_PREFIX) :].split(b"/", 1)[0])

@@ -70,6 +70,10 @@ class Event:
     kv: KeyValue
 
 
+#: Where a watch's batches (or its end) are delivered; several watches may share one.
+Inbox = queue.SimpleQueue  # of list[Event] | _End
+
+
 class StreamBroken(Exception):
     """The watch ended (connection closed or aborted, canceled, compacted): re-read, then watch again."""
 
@@ -82,11 +86,13 @@ class _End:
 class Watch:
     """One watch on a shared stream; iterate :meth:`batches`, interrupt with :meth:`abort`, end with :meth:`close`."""
 
-    def __init__(self, hub: WatchHub, watch_id: int) -> None:
+    def __init__(self, hub: WatchHub, watch_id: int, inbox: Inbox | None = None) -> None:
+        """``inbox``: shared with other watches, so one owner waits on several keys at once (their events come
+        mixed, each with its key; an end of any of them ends the iteration)."""
         self.hub = hub
         self.watch_id = watch_id
         self.endpoint = hub.endpoint
-        self._inbox: queue.SimpleQueue[list[Event] | _End] = queue.SimpleQueue()
+        self._inbox: Inbox = inbox if inbox is not None else queue.SimpleQueue()
         self._created = threading.Event()
         self._refused: str | None = None
 
@@ -178,8 +184,9 @@ class WatchHub:
         end: bytes | None = None,
         start_revision: int | None = None,
         filters: Sequence[str] = (),
+        inbox: Inbox | None = None,
     ) -> Watch:
-        """Create a watch on the stream and wait until etcd confirms it.
+        """Create a watch on the stream and wait until etcd confirms it (``inbox``: see Watch).
 
         Raises:
             BackendTimeout: no confirmation within the request timeout (the hub is closed: a silent member).
@@ -198,7 +205,7 @@ class WatchHub:
             with self._mutex:
                 if self.closed:
                     raise BackendError(f"watch stream closed: {self._reason}", self.url)
-                watch = Watch(self, next(self._ids))
+                watch = Watch(self, next(self._ids), inbox)
                 create["watch_id"] = str(watch.watch_id)
                 self._watches[watch.watch_id] = watch
                 self._pending.append(watch)

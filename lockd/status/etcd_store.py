@@ -13,7 +13,7 @@ compare_and_set:
      caller's token comes from another epoch than ``epoch``, answer EPOCH (``adopt_epoch`` is the way
      through); if it is below ``fence``, answer FENCED. No write happens.
   2. One txn: compare the key's mod_revision with what we read (0 = still absent) and, for a lock object of
-     this very cluster (its epoch is the cluster's), compare the lock key's create_revision with the lock's
+     this very cluster (its epoch is the cluster's), compare the lock key's mod_revision with the lock's
      token (the lock is still held by that acquisition); then put the new value. A lock of another cluster
      (statuses kept apart from the locks) is asked ``is_still_owner()`` before, as the SQL store does. On
      failure the same txn returns the key (and the lock key), so a lost race costs no extra read: a
@@ -48,7 +48,7 @@ from typing import Any
 from lockd import epoch
 from lockd.errors import BackendError
 from lockd.etcd import keys
-from lockd.etcd.client import EtcdClient, KeyValue, cmp_create, cmp_mod, op_put, op_range
+from lockd.etcd.client import EtcdClient, KeyValue, cmp_mod, op_put, op_range
 from lockd.status.model import (
     CONFLICT,
     HISTORY_KEEP,
@@ -227,7 +227,7 @@ class EtcdStatusStore:
         failure = [op_range(key)]
         local = fence is not None and self._local(fence)
         if local:
-            compare.append(cmp_create(fence.key, fence.token))
+            compare.append(cmp_mod(fence.key, fence.token))
             failure.append(op_range(fence.key, keys_only=True))
         result = self.client.txn(compare, [op_put(key, value)], failure)
         if result.succeeded:
@@ -239,7 +239,7 @@ class EtcdStatusStore:
             return Result(True, new, fresh.mod_revision)
         if local:
             lock = (result.kvs(1) or [None])[0]
-            if lock is None or lock.create_revision != fence.token:
+            if lock is None or lock.mod_revision != fence.token:
                 return Result(False, _status_of(fresh), fresh.mod_revision if fresh else 0, NOT_OWNER)
         return fresh
 

@@ -2,7 +2,7 @@
 
 Validation runs before any store is touched, so bad input raises :class:`lockd.errors.UsageError` with
 nothing written. A *fence* is what a caller proves it holds: an integer fencing token, or a held lockd lock
-(its ``.token`` plus the etcd key whose create_revision must still equal that token).
+(its ``.token`` plus the etcd key whose mod_revision must still equal that token).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ def lock_out(backend: Backend, lock: HeldLock, now: float) -> LockOut:
         name=lock.name,
         holder=HolderOut(member=holder.member, host=holder.host, pid=holder.pid) if holder.is_lockd else None,
         token=lock.token,
-        acquired_at=holder.acquired_at if holder.is_lockd else lock.seen_at,
+        acquired_at=lock.acquired_at,
         ttl_remaining=ttl.left(now) if ttl is not None else None,
         waiters=backend.view.waiters(lock.name),
     )
@@ -58,7 +58,7 @@ def lock_rows(backend: Backend, locks: list[HeldLock], now: float) -> list[dict[
                 "name": lock.name,
                 "holder": {"member": holder.member, "host": holder.host, "pid": holder.pid} if mine else None,
                 "token": lock.token,
-                "acquired_at": holder.acquired_at if mine else lock.seen_at,
+                "acquired_at": lock.acquired_at,
                 "ttl_remaining": ttl[lease],
                 "waiters": waiting.get(lock.name, 0),
             }
