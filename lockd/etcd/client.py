@@ -161,13 +161,14 @@ class EtcdClient:
             hubs = sum(1 for hub in self._hubs.values() if not hub.closed)
         return self._requests.open_connections() + self._upkeep.open_connections() + hubs
 
-    def _fail_over(self, failed: int) -> None:
+    def _fail_over(self, failed: int, why: str = "") -> None:
         """Move the whole client off a member that did not answer, and wake waiters watching through it."""
         if self._on_failure is not None:
             self._on_failure()
         if self._current == failed and len(self.options.endpoints) > 1:
             self._current = (failed + 1) % len(self.options.endpoints)
-            LOG.warning("etcd %s failed; moving to %s", self.endpoint_name(failed), self.endpoint_name())
+            because = f" ({why})" if why else ""
+            LOG.warning("etcd %s failed%s; moving to %s", self.endpoint_name(failed), because, self.endpoint_name())
         self._requests.drop_member(failed)
         self._upkeep.drop_member(failed)
         self.close_watches(endpoint=failed)
@@ -233,7 +234,7 @@ class EtcdClient:
                     last_error = f"{type(exc).__name__}: {exc}"
                 except _RetryOnOtherMember as exc:
                     last_error, not_now = str(exc), not_now or exc.not_now
-                self._fail_over(index)
+                self._fail_over(index, last_error)
             # A member that answered "not now" (an election under way, a member stopping) is worth asking again
             # shortly; a client that knows one member has nobody else to ask. Only within one request timeout
             # of the call's start, and before the caller's deadline, so the module doc's bounds still hold.

@@ -235,14 +235,19 @@ class WatchHub:
         if self.closed:
             return
         # First a shutdown of the socket: it wakes the reader and any sender stuck on a full send buffer at once.
-        self._ws.abort()
+        try:
+            self._ws.abort()
+        except OSError:
+            pass  # not connected any more: the reader's recv has ended or ends with an error
         with self._mutex:
             if self.closed:
                 return
             self.closed, self._reason = True, reason
             watches, self._watches = list(self._watches.values()), {}
             pending, self._pending = list(self._pending), deque()
-        self._ws.shutdown()  # no close handshake
+        # The reader closes the socket on its way out: closing it here, under a reader still blocked in recv (a
+        # green thread under eventlet stays blocked), would leave that reader on a descriptor number the next
+        # socket of the process reuses, reading another connection's bytes.
         for watch in pending:
             watch._confirm(f"watch stream closed: {reason}")
         for watch in watches:
@@ -277,7 +282,9 @@ class WatchHub:
         except Exception:  # a bug here must end the watches, not leave their owners waiting for ever
             LOG.exception("watch stream reader failed")
             reason = "watch stream reader failed"
-        self.close(reason)
+        finally:
+            self.close(reason)
+            self._ws.shutdown()  # the socket's only closer (see close); no close handshake
 
     def _dispatch(self, result: dict[str, Any]) -> None:
         watch_id = int(result.get("watch_id", 0))

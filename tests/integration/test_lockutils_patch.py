@@ -101,7 +101,8 @@ def test_two_hosts_lose_updates_with_file_locks_and_none_with_the_patch(
     # Each host locked its own file: the lock files exist, in two places, and excluded nothing.
     assert (tmp_path / "control" / "host-a" / f"cinder-{lock_name}").exists()
     assert (tmp_path / "control" / "host-b" / f"cinder-{lock_name}").exists()
-    assert control < 2 * cycles, "control run did not lose updates: the test cannot tell the patch works"
+    # Unexcluded read-yield-write cycles lose updates, or tear a write (two hosts writing at once: once "93")
+    assert control != 2 * cycles, "control run did not lose updates: the test cannot tell the patch works"
 
     (tmp_path / "patched").mkdir()
     patched, reports = run_two_hosts(tmp_path / "patched", lock_name, etcd_url, cycles)

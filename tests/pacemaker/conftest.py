@@ -264,14 +264,20 @@ def pm_etcd(prerequisites: None, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 @pytest.fixture(scope="module")
-def cinder_plane(pm_etcd: EtcdMember, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, ModuleType]]:
+def pm_backend_url(pm_etcd: EtcdMember) -> str:
+    """The lock backend URL lockd and Cinder use, without options: ``pm_etcd`` alone. A module whose etcd has more
+    members overrides it (test_etcd_rolling.py: ``lockd+etcd3+http://m0?endpoints=m1,m2``)."""
+    return f"lockd+etcd3+http://{pm_etcd.endpoint}"
+
+
+@pytest.fixture(scope="module")
+def cinder_plane(pm_backend_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, ModuleType]]:
     """Cinder's database, cinder-api and cinder-scheduler (outside Pacemaker, as on controllers), lockd mode."""
     demo = load_demo()
     args = argparse.Namespace(
         state=str(tmp_path_factory.mktemp("pm-cinder")), cinder_venv=str(cinder_venv()), array_delay=0.05
     )
-    url = f"lockd+etcd3+http://{pm_etcd.endpoint}"
-    cinder = demo.Deployment(args, "lockd", url, uuid.uuid4().hex[:6])
+    cinder = demo.Deployment(args, "lockd", pm_backend_url, uuid.uuid4().hex[:6])
     try:
         cinder.start(volumes=())
         yield cinder, demo
@@ -295,16 +301,15 @@ def pacemaker_node(prerequisites: None, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture(scope="module")
 def deployed(
-    pacemaker_node: PacemakerNode, pm_etcd: EtcdMember, cinder_plane: tuple[Any, ModuleType]
+    pacemaker_node: PacemakerNode, pm_etcd: EtcdMember, pm_backend_url: str, cinder_plane: tuple[Any, ModuleType]
 ) -> Iterator[Deployed]:
     """configure.sh applied to the live cluster, with this machine's paths; waits until everything runs."""
     cinder, demo = cinder_plane
     base = pacemaker_node.base
     port = free_port()
-    backend = f"lockd+etcd3+http://{pm_etcd.endpoint}?timeout=2"
+    backend = f"{pm_backend_url}{'&' if '?' in pm_backend_url else '?'}timeout=2"
     cinder_volume_launcher(base / "cinder-volume.sh", cinder, [pacemaker_node.name])
     configure(pacemaker_node, port, backend, base / "cinder-volume.sh")
     cluster = Deployed(pacemaker_node, pm_etcd, cinder, demo, base, f"http://127.0.0.1:{port}", backend)
     wait_for(cluster.all_started, 120, "lockd and cinder-volume Started", interval=0.5)
     yield cluster
-

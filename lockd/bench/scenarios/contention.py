@@ -24,6 +24,7 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,15 @@ def analyse(holds: list[Hold], processes: int) -> tuple[dict[str, Any], list[flo
     return metrics, handoffs, counts
 
 
-def _run_one(spec: TargetSpec, processes: int, cycles: int, hold: float) -> tuple[dict[str, Any], list[float], list]:
+def run_target(
+    spec: TargetSpec, processes: int, cycles: int, hold: float, target: Callable[..., None] = worker
+) -> tuple[dict[str, Any], list[float], list]:
+    """One target's contention loop: (metrics, handoff samples in seconds, per-worker counts in the window).
+
+    ``target`` runs in each spawned process with :func:`worker`'s arguments; another one (a module-level function,
+    so it pickles) may wrap :func:`worker` to trace it (bench/handoff_breakdown.py).
+    Raises RuntimeError when a worker fails or hangs.
+    """
     ctx = multiprocessing.get_context("spawn")
     start, done, results = ctx.Barrier(processes + 1), ctx.Event(), ctx.Queue()
     name = f"bench-contention-{spec.kind}-{uuid.uuid4().hex[:8]}"
@@ -127,7 +136,7 @@ def _run_one(spec: TargetSpec, processes: int, cycles: int, hold: float) -> tupl
         leases_before = etcd_admin.lease_ids(spec.endpoint) if spec.kind in ETCD_LOCKS else set()
         procs = [
             ctx.Process(
-                target=worker,
+                target=target,
                 args=(spec, name, i, cycles, hold, str(counter), start, results, done),
                 daemon=True,
             )
@@ -196,7 +205,7 @@ def run(specs: list[TargetSpec], processes: int, cycles: int, hold: float) -> Sc
     )
     counts_by_target: dict[str, list[int]] = {}
     for spec in specs:
-        metrics, handoffs, counts = _run_one(spec, processes, cycles, hold)
+        metrics, handoffs, counts = run_target(spec, processes, cycles, hold)
         result.metrics[spec.kind] = metrics
         result.samples[spec.kind] = handoffs
         counts_by_target[spec.kind] = counts
