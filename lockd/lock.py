@@ -15,10 +15,10 @@ Acquire:
   1. One txn: if the lock key is absent *and* the queue is empty, put the lock key (uncontended: one round trip).
      Otherwise put our queue key and read the lock key and the queue's two newest entries (ours, just put, and
      the one ahead of it), all in the same txn.
-  2. Wait, with two watches on the client's one stream, both from the revision that state was read at (so no
-     read is needed to close the gap): the newest older queue entry (or, if none, the lock key: a holder that
-     came by the fast path, or a stock tooz client) for deletion, and our own entry for its grant mark. No herd:
-     each waiter wakes only when its predecessor leaves or when it is granted the lock.
+  2. Wait, with two watches on the client's one stream, then one read of both keys (for what happened before the
+     watches began): the newest older queue entry (or, if none, the lock key: a holder that came by the fast
+     path, or a stock tooz client) for deletion, and our own entry for its grant mark. No herd: each waiter wakes
+     only when its predecessor leaves or when it is granted the lock.
   3. Granted: we hold, at the grant's revision. Otherwise take: one txn "lock key absent, no older queue key,
      our queue key still there" -> put the lock key. On failure the same txn returns fresh state (our entry,
      the newest entry older than ours, the lock key: which names us if a grant was missed) and we go back to 2.
@@ -29,9 +29,11 @@ Acquire:
      another client may hold the lock already. That take is dropped and the acquire goes on, on a new session.
 Release:
   A holder that came through the queue (the lock is contended) grants the lock to the oldest lockd waiter in
-  its release: one read finds it, one txn "the lock key is still at our token and the successor's entry is the
-  one we read" puts the lock key with the successor's holder value on the successor's lease, marks its entry
-  granted and deletes ours. The successor's watch on its own entry wakes it holding: a handoff is one commit
+  its release: one txn "the lock key is still at our token and the successor's entry is the one we know" puts
+  the lock key with the successor's holder value on the successor's lease, marks its entry granted and deletes
+  ours. Who the successor is comes without a read on the handoff: the take txn reads the oldest entries behind
+  us, and a grant mark passes on the ones known to follow (up to ``_CHAIN``); only when none is known does
+  the release read the queue first. The successor's watch on its own entry wakes it holding: a handoff is one commit
   and one watch event, as etcd's own concurrency.Mutex pays, and the lock key exists at every instant, so stock
   tooz clients keep excluding. Otherwise (a holder that took a free lock, no lockd successor, one of an older
   lockd whose entry has no value, its lease just gone), one txn deletes the lock key (if it is still at our
@@ -123,10 +125,29 @@ LOG = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 
-#: How a granting release marks the successor's queue entry (the entry's value is then this + its holder value).
+#: How a granting release marks the successor's queue entry: this, then the waiters known to come after it (a JSON
+#: list of [queue key, holder value], oldest first), so the successor can grant in its turn without a read.
 _GRANTED = b"granted:"
+#: How many waiters one read learns and a grant passes on; a read is needed once per this many handoffs at most.
+_CHAIN = 8
+_OLDEST = {"limit": str(_CHAIN + 1), "sort_target": "CREATE", "sort_order": "ASCEND"}
 #: After the entry ahead of us went, how long to wait for a grant that came in the same txn (see _wait_for_turn).
 _GRANT_GRACE = 0.02
+
+
+def _mark(successors: list[tuple[bytes, bytes]]) -> bytes:
+    """A granted entry's value: the mark and the waiters known to follow it (see Mutex._grant)."""
+    known = [[key.decode("ascii"), value.decode("ascii")] for key, value in successors[:_CHAIN]]
+    return _GRANTED + json.dumps(known, separators=(",", ":")).encode()
+
+
+def _successors(marked: bytes) -> list[tuple[bytes, bytes]]:
+    """The waiters a grant mark passes on (none if it cannot be read: the next release reads the queue)."""
+    try:
+        known = json.loads(marked[len(_GRANTED) :])
+        return [(key.encode("ascii"), value.encode("ascii")) for key, value in known]
+    except (ValueError, TypeError, AttributeError, UnicodeError):
+        return []
 
 
 def _close(watches: list[Watch]) -> None:
@@ -215,6 +236,7 @@ class Mutex:
         self._gate_owner: int | None = None  # the thread that took the gate
         self._sent_values: list[bytes] = []
         self._queue_key: bytes | None = None  # kept while held if we came through the queue
+        self._next: list[tuple[bytes, bytes]] = []  # waiters known to follow us (queue key, holder value)
         self._asked = False  # the running acquire's enqueue was answered (one acquire at a time: the gate)
 
     # -- public -----------------------------------------------------------------------------------------------
@@ -258,11 +280,11 @@ class Mutex:
             BackendError: etcd did not answer; the session deletes the key when it can (or the lease ends it).
                 The object is released either way.
         """
-        token, session, queue_key = self._forget()
+        token, session, queue_key, successors = self._forget()
         if token is None or session is None:
             return False
         try:
-            return self._delete_own_key(session, token, queue_key)
+            return self._delete_own_key(session, token, queue_key, successors)
         finally:
             self._leave_gate()
 
@@ -307,11 +329,13 @@ class Mutex:
         self._gate_owner = None
         self._gate.release()
 
-    def _forget(self) -> tuple[int | None, Session | None, bytes | None]:
-        """Clear the hold (token, session, queue key) and return what it was; one caller gets it, others None."""
+    def _forget(self) -> tuple[int | None, Session | None, bytes | None, list[tuple[bytes, bytes]]]:
+        """Clear the hold (token, session, queue key, known successors) and return what it was; one caller gets
+        it, others None."""
         with self._guard:
-            hold = self.token, self.session, self._queue_key
+            hold = self.token, self.session, self._queue_key, self._next
             self.token = self.session = self._queue_key = None
+            self._next = []
         return hold
 
     # -- protocol -----------------------------------------------------------------------------------------------
@@ -344,11 +368,15 @@ class Mutex:
             if deadline is not None and time.monotonic() >= deadline:
                 return False
 
-    def _delete_own_key(self, session: Session, token: int, queue_key: bytes | None) -> bool:
+    def _delete_own_key(
+        self, session: Session, token: int, queue_key: bytes | None, successors: list[tuple[bytes, bytes]]
+    ) -> bool:
         """The release: grant the lock to the next lockd waiter if there is one (one commit from holder to
         holder), else delete our key. True when the lock was ours (now, or in an earlier send whose answer was
         lost)."""
-        granted = self._grant(session, token, queue_key)
+        granted = self._grant(session, token, queue_key, successors)
+        if granted is None and successors:
+            granted = self._grant(session, token, queue_key, [])  # the ones we knew of left: read who is there
         if granted is not None:
             return granted
         # Our queue entry (if we came through the queue) goes in the same txn, whatever the compare says:
@@ -369,40 +397,40 @@ class Mutex:
         LOG.warning("lock %r (token %d) was no longer ours at release", self.name, token)
         return False
 
-    def _grant(self, session: Session, token: int, queue_key: bytes | None) -> bool | None:
+    def _grant(
+        self, session: Session, token: int, queue_key: bytes | None, successors: list[tuple[bytes, bytes]]
+    ) -> bool | None:
         """Hand the lock to the oldest lockd waiter in the release itself; None when there is none to hand it to
-        (no waiter, one of an older lockd that takes for itself, its lease gone, the read failed): then the
-        caller deletes our key as before.
+        (no waiter, one of an older lockd that takes for itself, the one we knew of left, the read failed): then
+        the caller reads again or deletes our key as before.
 
         Only a holder that came through the queue tries (it waited, so the lock is contended); a holder that took
-        a free lock at once releases as before, with no read. One read finds the successor (its entry's value is
-        the holder value it would put); one txn, "the lock is still ours and the successor's entry still the one
-        we read", puts the lock key with that value on the successor's lease, marks the successor's entry granted
-        (its watch on that entry wakes it, holding) and deletes our entry. The lock key exists at every instant,
-        so stock tooz clients keep excluding; its create_revision stays, its mod_revision (the token) moves.
+        a free lock at once releases as before, with no read. The successor is the first of ``successors`` (what
+        our own grant told us), or, when we know none, the oldest entry one read finds (that read learns up to
+        ``_CHAIN`` of them). One txn, "the lock key is still at our token and the successor's entry is what we
+        know", puts the lock key with the successor's holder value on the successor's lease, marks the
+        successor's entry granted, passing on the waiters known to follow it (so it need not read either), and
+        deletes our entry. The lock key exists at every instant, so stock tooz clients keep excluding; its
+        create_revision stays, its mod_revision (the token) moves.
         """
         if queue_key is None:
             return None
         client = session.client
-        try:
-            entries, _ = client.range(
-                self._queue_prefix, self._queue_end, limit="2", sort_target="CREATE", sort_order="ASCEND"
-            )
-        except BackendError:
+        if not successors:
+            try:
+                entries, _ = client.range(self._queue_prefix, self._queue_end, **_OLDEST)
+            except BackendError:
+                return None
+            successors = [(kv.key, kv.value) for kv in entries if kv.key != queue_key]
+        if not successors:
             return None
-        successor = next((kv for kv in entries if kv.key != queue_key), None)
-        if successor is None:
-            return None
-        waiter = keys.queue_waiter(successor.key)
+        (key, value), rest = successors[0], successors[1:]
+        waiter = keys.queue_waiter(key)
         lease = _lease_of(waiter)
-        if Holder.decode(successor.value).waiter != waiter or lease is None:
+        if Holder.decode(value).waiter != waiter or lease is None:
             return None  # an entry without a holder value: a waiter of an older lockd, which takes for itself
-        compare = [cmp_mod(self.key, token), cmp_value(successor.key, successor.value)]
-        hand_over = [
-            op_put(self.key, successor.value, lease),
-            op_put(successor.key, _GRANTED + successor.value, lease),
-            op_delete(queue_key),
-        ]
+        compare = [cmp_mod(self.key, token), cmp_value(key, value)]
+        hand_over = [op_put(self.key, value, lease), op_put(key, _mark(rest), lease), op_delete(queue_key)]
         try:
             result = client.txn(compare, hand_over, [op_range(self.key)])
         except EtcdRequestError:
@@ -414,7 +442,7 @@ class Mutex:
         if result.succeeded:
             return True
         lock = result.kvs(0)
-        if result.repeated and lock and lock[0].value == successor.value and lock[0].mod_revision > token:
+        if result.repeated and lock and lock[0].value == value and lock[0].mod_revision > token:
             return True  # our first send granted it; its answer was lost
         return None
 
@@ -515,9 +543,9 @@ class Mutex:
                 if deadline is not None and time.monotonic() >= deadline:
                     return self._leave_queue(session, queue_key, value)
                 ahead = older[-1].key if older else self.key
-                outcome = self._wait_for_turn(session, ahead, queue_key, state.revision, deadline)
-                if isinstance(outcome, int):  # the holder granted us the lock in its release, at this revision
-                    return self._won(session, outcome, queue_key)
+                outcome = self._wait_for_turn(session, ahead, queue_key, deadline)
+                if isinstance(outcome, KeyValue):  # the holder granted us the lock in its release, at that revision
+                    return self._won(session, outcome.mod_revision, queue_key, _successors(outcome.value))
                 if outcome == "timeout":
                     return self._leave_queue(session, queue_key, value)
                 if not session.alive():
@@ -558,6 +586,10 @@ class Mutex:
                 LOG.warning("waiting for %r: %s; retrying while the session lease holds", self.name, exc)
                 session.lost.wait(0.1)
 
+    def _read_oldest(self) -> dict[str, Any]:
+        """The queue's ``_CHAIN + 1`` oldest entries with their values: a holder's own and those who follow."""
+        return op_range(self._queue_prefix, self._queue_end, **_OLDEST)
+
     def _read_queue(self, limit: int, before: int | None = None) -> dict[str, Any]:
         """The ``limit`` newest queue entries (created before revision ``before``, if given), keys only.
 
@@ -569,24 +601,28 @@ class Mutex:
         return op_range(self._queue_prefix, self._queue_end, limit=str(limit), **options)
 
     def _wait_for_turn(
-        self, session: Session, ahead: bytes, queue_key: bytes, since: int, deadline: float | None
-    ) -> str | int:
-        """Block until the key ``ahead`` of us is deleted or the holder grants us the lock: the grant's revision
-        (our token), else "deleted", "timeout", or "broken" (re-check: member or session failed).
+        self, session: Session, ahead: bytes, queue_key: bytes, deadline: float | None
+    ) -> str | KeyValue:
+        """Block until the key ``ahead`` of us is deleted or the holder grants us the lock: our entry as the grant
+        marked it (its mod_revision is our token), else "deleted", "timeout", or "broken" (re-check: member or
+        session failed).
 
-        Two watches on one stream, both from right after ``since`` (the revision our state was read at, so nothing
-        in between is missed and no read is needed): the key ahead of us (deletes only), and our own queue entry
-        (puts only), which a granting release marks. A grant by the holder just ahead of us also deletes its
-        entry in the same txn, and the two watches' events may come in either order: after a delete, a grant
-        that comes within ``_GRANT_GRACE`` spares the take txn (a commit). Correctness never rests on that wait:
-        a take after a grant fails and reads the lock key naming us (``_won_if_mine``).
+        Two watches on one stream, both from now: the key ahead of us (deletes only), and our own queue entry (puts
+        only), which a granting release marks; then one read of both keys, for what happened before the watches
+        began. (A watch from the revision of our last read would need no read, but etcd serves a watch that starts
+        in the past from its "unsynced" group, caught up every 100 ms: that put ~100 ms on handoffs.) A grant by
+        the holder just ahead of us also deletes its entry in the same txn, and the two watches' events may come
+        in either order: after a delete, a grant that comes within ``_GRANT_GRACE`` spares the take txn (a
+        commit). Correctness never rests on that wait: a take after a grant fails and reads the lock key naming us
+        (``_won_if_mine``).
         """
         client = session.client
         inbox: Inbox = queue.SimpleQueue()
         watches = []
         try:
             for key, only in ((ahead, "NOPUT"), (queue_key, "NODELETE")):
-                watches.append(client.watch(key, start_revision=since + 1, filters=(only,), inbox=inbox))
+                watches.append(client.watch(key, filters=(only,), inbox=inbox))
+            now = client.txn([], [op_range(ahead), op_range(queue_key)], deadline=deadline)
         except ResourceExhausted:
             _close(watches)
             raise
@@ -597,6 +633,16 @@ class Mutex:
             LOG.warning("cannot watch for %r: %s", self.name, exc)
             session.lost.wait(0.1)
             return "broken"
+        mine = now.kvs(1)
+        if not mine:
+            _close(watches)
+            return "broken"  # our entry went (the session was lost): the caller finds out and starts over
+        if mine[0].value.startswith(_GRANTED):
+            _close(watches)
+            return mine[0]
+        if not now.kvs(0):
+            _close(watches)
+            return "deleted"
         try:
             deleted = False
             until = deadline
@@ -607,7 +653,7 @@ class Mutex:
                 for event in batch:
                     if event.kv.key == queue_key:
                         if event.kv.value.startswith(_GRANTED):
-                            return event.kv.mod_revision
+                            return event.kv
                     elif event.deleted and not deleted:
                         deleted = True
                         grace = time.monotonic() + _GRANT_GRACE
@@ -630,18 +676,27 @@ class Mutex:
                 # every queue key is at least as new as ours: nobody is ahead of us
                 cmp_create(self._queue_prefix, my_revision - 1, result="GREATER", end=self._queue_end),
             ],
-            [op_put(self.key, self._holder_value(waiter), session.lease_id)],
+            # the waiters behind us, read in the same txn: our release can grant without a read (see _grant)
+            [op_put(self.key, self._holder_value(waiter), session.lease_id), self._read_oldest()],
             self._state_reads(queue_key, my_revision),
             deadline=deadline,
         )
         if result.succeeded:
-            self._won(session, result.revision, queue_key)
+            followers = [(kv.key, kv.value) for kv in result.kvs(1) if kv.key != queue_key]
+            self._won(session, result.revision, queue_key, followers)
             return None
         return self._state_from(result)
 
-    def _won(self, session: Session, token: int, queue_key: bytes | None = None) -> bool:
+    def _won(
+        self,
+        session: Session,
+        token: int,
+        queue_key: bytes | None = None,
+        successors: list[tuple[bytes, bytes]] | None = None,
+    ) -> bool:
         with self._guard:
             self.token, self.session, self._queue_key = token, session, queue_key
+            self._next = successors or []
         return True
 
     def _won_if_mine(self, session: Session, lock: KeyValue, waiter: str, queue_key: bytes | None) -> bool:

@@ -24,10 +24,8 @@ from tests import history
 from tests.etcd_process import queue_entries
 from tests.procs import REPO, WorkerProcess, wait_for
 
-pytestmark = pytest.mark.both_etcd
-
 #: main before the grant (the last commit whose release always deleted the lock key).
-PREVIOUS = "668a34e"
+PREVIOUS = "d3e9288"
 
 
 @pytest.fixture(scope="module")
