@@ -1,7 +1,7 @@
 """A client whose CA file does not verify etcd's certificate gets an error naming that file, in bounded time.
 
 The mistake behind it in a renewal: etcd restarted with a server certificate from a new CA on a host whose
-``ca_cert`` file still holds only the old CA (step 1 of docs/operations-certificates.md skipped there).
+``ca_cert`` file still holds only the old CA (step 1 of docs/operations.md#renew-certificates skipped there).
 
 1. A waiter blocked in ``acquire()`` (untimed) ends with a BackendError naming its CA file (``option`` says
    ``ca_cert``) within seconds of etcd's restart, while its session lease (30 s) is still valid: it is the

@@ -6,7 +6,7 @@ no ``on_lost`` call); contenders (processes, several threads each) never get an 
 read-sleep-write counter is exact (no two holders at once); each client kept one session lease throughout.
 
 1. ``test_rolling_renewal_on_three_members_loses_no_lock``: the zero-loss procedure of
-   docs/operations-certificates.md on a three-member cluster, one member restarted at a time:
+   docs/operations.md#renew-certificates on a three-member cluster, one member restarted at a time:
    (1) trust the old and the new CA (bundle) on every client and member, restart members;
    (2) new server certificates signed by the new CA, restart members;
    (3) new client certificate and key (no restart: clients use them from their next connection);
