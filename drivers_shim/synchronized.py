@@ -12,12 +12,13 @@ import contextvars
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from drivers_shim.names import call_arguments, render_names
 from lockd import runtime
 from lockd.errors import BackendError, LockAcquireFailed, LockLost
+from lockd.lock import TEMPLATE
 
 LOG = logging.getLogger(__name__)
 
@@ -36,8 +37,14 @@ def _wait_for(blocking: bool, timeout: float | None, deadline: float | None) -> 
 
 
 @contextlib.contextmanager
-def locked(names: list[str], blocking: bool = True, timeout: float | None = None) -> Iterator[list[Any]]:
-    """Hold every lock in ``names`` (already prefixed and sorted) for the block.
+def locked(
+    names: list[str],
+    blocking: bool = True,
+    timeout: float | None = None,
+    templates: Mapping[str, str] | None = None,
+) -> Iterator[list[Any]]:
+    """Hold every lock in ``names`` (already prefixed and sorted) for the block. ``templates``: the template each
+    name came from, recorded with the hold (lockd.lock.TEMPLATE) so the admin API can group by template.
 
     Raises:
         LockAcquireFailed: a lock could not be taken within ``timeout`` (or at once when not blocking);
@@ -49,10 +56,13 @@ def locked(names: list[str], blocking: bool = True, timeout: float | None = None
     try:
         for name in names:
             lock = runtime.get_lock(name)
+            named = TEMPLATE.set((templates or {}).get(name))
             try:
                 ok = lock.acquire(_wait_for(blocking, timeout, deadline))
             except BackendError as exc:
                 raise LockAcquireFailed(f"could not acquire lock {name!r}: {exc}", name) from exc
+            finally:
+                TEMPLATE.reset(named)
             if not ok:
                 raise LockAcquireFailed(f"could not acquire lock {name!r} (held elsewhere)", name)
             taken.append(lock)
@@ -97,8 +107,10 @@ def synchronized(*templates: str, blocking: bool = True, timeout: float | None =
     def decorator(func: F) -> F:
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            names = render_names(templates, call_arguments(func, args, kwargs), runtime.settings().prefix)
-            with locked(names, blocking, timeout):
+            prefix, values = runtime.settings().prefix, call_arguments(func, args, kwargs)
+            names = render_names(templates, values, prefix)
+            origin = {render_names([template], values, prefix)[0]: prefix + template for template in templates}
+            with locked(names, blocking, timeout, origin):
                 return func(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

@@ -83,6 +83,7 @@ Not guaranteed: mutual exclusion in real time against a holder paused past its l
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import logging
@@ -123,6 +124,10 @@ from lockd.session import Session
 LOG = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+
+#: The template of the lock being acquired in this context (drivers_shim.synchronized sets it), recorded in the
+#: holder value so the admin API can group contention by template and name a deadlock's code paths.
+TEMPLATE: contextvars.ContextVar[str | None] = contextvars.ContextVar("lockd_lock_template", default=None)
 
 
 #: How a granting release marks the successor's queue entry: this, then the waiters known to come after it (a JSON
@@ -192,6 +197,11 @@ class Holder:
     pid: int | None
     acquired_at: float | None
     waiter: str | None
+    #: The thread (under eventlet, the green thread) that asked: an owner in the wait-for graph (lockd.api.waits)
+    #: is a thread, since one thread waits for one lock at a time while its process may hold many.
+    thread: int | None = None
+    #: The lock's template where the caller said it (drivers_shim.synchronized), else None.
+    template: str | None = None
 
     @classmethod
     def decode(cls, value: bytes) -> Holder:
@@ -201,7 +211,16 @@ class Holder:
             data = None
         if not isinstance(data, dict) or "waiter" not in data:
             return cls(None, None, None, None, None)  # a stock tooz holder: 16 random bytes
-        return cls(data.get("member"), data.get("host"), data.get("pid"), data.get("acquired_at"), data["waiter"])
+        thread, template = data.get("thread"), data.get("template")
+        return cls(
+            data.get("member"),
+            data.get("host"),
+            data.get("pid"),
+            data.get("acquired_at"),
+            data["waiter"],
+            thread if isinstance(thread, int) else None,
+            template if isinstance(template, str) else None,
+        )
 
     @property
     def is_lockd(self) -> bool:
@@ -448,13 +467,17 @@ class Mutex:
 
     def _holder_value(self, waiter: str) -> bytes:
         """The lock key's value for one put; remembered so an unanswered put can be undone."""
-        record = {
+        record: dict[str, Any] = {
             "member": self._member,
             "host": socket.gethostname(),
             "pid": os.getpid(),
+            "thread": threading.get_ident(),
             "acquired_at": time.time(),
             "waiter": waiter,
         }
+        template = TEMPLATE.get()
+        if template is not None:
+            record["template"] = template
         value = json.dumps(record, separators=(",", ":")).encode()
         self._sent_values.append(value)
         return value

@@ -91,3 +91,46 @@ class AuditOut(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str
+
+
+class OwnerOut(BaseModel):
+    """One thread of one process: what waits and what holds in the wait-for graph; all null for a stock tooz
+    holder (it names nobody)."""
+
+    member: str | None
+    host: str | None
+    pid: int | None
+    thread: int | None
+
+
+class WaitEdgeOut(BaseModel):
+    waiter: OwnerOut
+    holder: OwnerOut
+    lock: str
+    since: float | None = Field(description="Unix time the waiter queued for the lock")
+
+
+class WaitsOut(BaseModel):
+    owners: list[OwnerOut] = Field(description="every owner that waits or is waited for")
+    edges: list[WaitEdgeOut] = Field(description="one per lockd waiter of a held lock: waiter -> holder")
+
+
+class DeadlockOut(BaseModel):
+    id: str = Field(description="stable while the cycle lasts")
+    since: float = Field(description="Unix time the cycle was first seen")
+    locks: list[str] = Field(description="in cycle order: owners[i] waits for locks[i], held by owners[i + 1]")
+    owners: list[OwnerOut]
+    suggested_break: str = Field(description="the youngest hold in the cycle (highest token): `lockd break` it")
+
+
+class ResolvedDeadlockOut(BaseModel):
+    id: str
+    since: float
+    ended: float
+    locks: list[str]
+    how: str = Field(description="what opened the cycle")
+
+
+class DeadlocksOut(BaseModel):
+    deadlocks: list[DeadlockOut]
+    resolved: list[ResolvedDeadlockOut] = Field(description="the last ones that ended, newest first")

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lockd.api.waits import DeadlockTracker, Edge, wait_graph
 from lockd.errors import BackendError
 from lockd.etcd import keys
 from lockd.etcd.client import EtcdClient, KeyValue, b64
@@ -57,11 +58,14 @@ class HeldLock:
 
 @dataclass(frozen=True)
 class QueuedWaiter:
-    """One lockd waiter's queue entry; queue order is ``revision`` (the entry's create_revision)."""
+    """One lockd waiter's queue entry; queue order is ``revision`` (the entry's create_revision). ``owner``: who
+    waits, from the holder value the entry carries (an anonymous Holder for an older lockd's empty entry, and for
+    an entry marked granted, which is its holder's own)."""
 
     waiter: str
     revision: int
     lease: int
+    owner: Holder = Holder(None, None, None, None, None)
 
 
 @dataclass(frozen=True)
@@ -95,16 +99,22 @@ class LockView:
         self._stop = threading.Event()
         self._stream: Watch | None = None
         self._thread = threading.Thread(target=self._run, name="lockd-api-view", daemon=True)
+        self.deadlocks = DeadlockTracker(self.wait_edges)
+        self._detector = threading.Thread(
+            target=self.deadlocks.run, args=(self._stop,), name="lockd-api-deadlocks", daemon=True
+        )
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
     def start(self) -> None:
         self._thread.start()
+        self._detector.start()
 
     def stop(self) -> None:
         self._stop.set()
         self.restart_stream()
         self._thread.join(timeout=5)
+        self._detector.join(timeout=5)
 
     def restart_stream(self) -> None:
         """Drop the current watch (e.g. a probe found etcd silent): the thread re-reads and watches again."""
@@ -156,6 +166,13 @@ class LockView:
         if lock is not None and lock.holder.waiter:
             entries.pop(keys.queue_key(name, lock.holder.waiter), None)
         return sorted(entries.values(), key=lambda entry: entry.revision)
+
+    def wait_edges(self) -> list[Edge]:
+        """The wait-for graph now (lockd.api.waits): one edge per lockd waiter of a held lock."""
+        with self._mutex:
+            locks = dict(self._locks)
+            queues = {name: dict(entries) for name, entries in self._queues.items()}
+        return wait_graph(locks, queues)
 
     def member_of_lease(self, lease: int) -> MemberRecord | None:
         """The member whose session lease is ``lease`` (lockd waiters and holders of one process share it)."""
@@ -232,7 +249,7 @@ class LockView:
     def _resync(self) -> int:
         """Replace the whole copy by one consistent read; returns the revision it was read at."""
         locks_kvs, revision = self._range_all(keys.TOOZ_LOCK_PREFIX, _LOCKS_END, 0)
-        queue_kvs, _ = self._range_all(keys.QUEUE_PREFIX, keys.range_end(keys.QUEUE_PREFIX), revision, True)
+        queue_kvs, _ = self._range_all(keys.QUEUE_PREFIX, keys.range_end(keys.QUEUE_PREFIX), revision)
         member_kvs, _ = self._range_all(keys.MEMBER_PREFIX, keys.range_end(keys.MEMBER_PREFIX), revision)
         locks = {lock.name: lock for lock in (_held_lock(kv, None) for kv in locks_kvs)}
         queues: dict[str, dict[bytes, QueuedWaiter]] = {}
@@ -251,6 +268,7 @@ class LockView:
             )
         self._error = None
         self._synced.set()
+        self.deadlocks.changed()
         return revision
 
     def _range_all(self, key: bytes, end: bytes, revision: int, keys_only: bool = False) -> tuple[list[KeyValue], int]:
@@ -327,6 +345,7 @@ class LockView:
                     self.audit_revision = kv.mod_revision
                 if kv.mod_revision > self.revision:
                     self.revision = kv.mod_revision
+        self.deadlocks.changed()
         # A member record and that member's locks deleted in the same revision: its lease ended with locks held.
         for revision, members in ended_members.items():
             for member, count in dropped.get(revision, {}).items():
@@ -343,7 +362,7 @@ def _held_lock(kv: KeyValue, seen_at: float | None) -> HeldLock:
 
 def _queued(kv: KeyValue) -> QueuedWaiter:
     waiter = kv.key.rsplit(b"/", 1)[-1].decode("ascii", "replace")
-    return QueuedWaiter(waiter, kv.create_revision, kv.lease)
+    return QueuedWaiter(waiter, kv.create_revision, kv.lease, Holder.decode(kv.value))
 
 
 def _member(kv: KeyValue) -> MemberRecord | None:

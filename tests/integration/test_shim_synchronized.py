@@ -143,3 +143,26 @@ def test_no_backend_configured_is_a_clear_error(monkeypatch, tmp_path) -> None:
 
     with pytest.raises(ValueError, match="no lock backend"):
         f()
+
+
+def test_each_hold_names_its_template_and_thread(shim, etcd_url, lock_name) -> None:
+    """The holder value says which template a lock came from and which thread holds it: the owners and groups of
+    the admin API's wait-for graph (lockd.api.waits)."""
+    from lockd.etcd import keys
+    from lockd.lock import Holder
+
+    seen: dict[str, Holder] = {}
+
+    @drivers_shim.synchronized("{volume.id}-delete_volume", "{f_name}-backend")
+    def delete_volume(volume):
+        client = EtcdClient(parse_backend_url(etcd_url))
+        try:
+            for name in (f"cinder-{volume.id}-delete_volume", "cinder-delete_volume-backend"):
+                seen[name] = Holder.decode(client.get(keys.lock_key(name)).value)
+        finally:
+            client.close()
+
+    delete_volume(vol(lock_name))
+    assert seen[f"cinder-{lock_name}-delete_volume"].template == "cinder-{volume.id}-delete_volume"
+    assert seen["cinder-delete_volume-backend"].template == "cinder-{f_name}-backend"
+    assert {holder.thread for holder in seen.values()} == {threading.get_ident()}

@@ -1,0 +1,120 @@
+"""Deadlocks across processes, from the wait-for graph of `lockd serve` (lockd.api.waits), on a real etcd.
+
+- Two processes take two locks in opposite orders (A then B, B then A): `/v1/deadlocks` reports one cycle with
+  both owners and both locks, under one id, and suggests the youngest hold; `lockd break` of it ends the cycle,
+  both processes finish, and the cycle moves to ``resolved``.
+- No false positive: a process holds A in one thread while another of its threads waits for B, held by a
+  second process that waits for A. As processes, that is a cycle (each waits for the other); as threads, the
+  one holding A waits for nothing, so nobody is stuck for good. `/v1/waits` has both edges; no deadlock.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from lockd.cli.main import main
+from lockd.config import Settings
+from tests.etcd_process import EtcdMember, queue_entries
+from tests.integration.api_server import ApiServer
+from tests.procs import ChildProcess, wait_for
+
+TOKEN = "deadlock-token"
+
+
+@pytest.fixture(scope="module")
+def server(etcd: EtcdMember) -> Iterator[ApiServer]:
+    settings = Settings(backend_url=f"lockd+etcd3+http://{etcd.endpoint}?lease_ttl=5", admin_token=TOKEN)
+    with ApiServer(settings) as srv:
+        yield srv
+
+
+def child(url: str, mode: str, first: str, second: str) -> ChildProcess:
+    return ChildProcess("-m", "tests.deadlock_child", url, json.dumps({"mode": mode, "first": first, "second": second}))
+
+
+def api(server: ApiServer, path: str) -> dict[str, Any]:
+    answer = httpx.get(server.url + path, timeout=5)
+    answer.raise_for_status()
+    return answer.json()
+
+
+def names() -> tuple[str, str]:
+    tag = uuid.uuid4().hex[:8]
+    return f"dl-{tag}-a", f"dl-{tag}-b"
+
+
+def test_opposite_orders_are_one_deadlock_until_its_suggested_lock_is_broken(
+    server: ApiServer, etcd_url: str, workers: list[ChildProcess], capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = names()
+    one, two = child(etcd_url, "cross", a, b), child(etcd_url, "cross", b, a)
+    workers += [one, two]
+    tokens = {a: one.wait_event("holding")["token"], b: two.wait_event("holding")["token"]}
+    one.send("go")
+    two.send("go")
+    wait_for(lambda: len(queue_entries(etcd_url, a)) == 1 and len(queue_entries(etcd_url, b)) == 1, 10, "both to wait")
+    closed = time.monotonic()
+    found = wait_for(lambda: api(server, "/v1/deadlocks")["deadlocks"], 10, "the deadlock to be reported")
+    took = time.monotonic() - closed
+    print(f"\ndeadlock reported {took:.2f}s after the cycle closed: {found}")
+    assert took < 5, "reported far later than the detection interval"
+    (deadlock,) = found
+    assert sorted(deadlock["locks"]) == sorted([a, b])
+    assert {owner["pid"] for owner in deadlock["owners"]} == {one.proc.pid, two.proc.pid}
+    assert all(owner["thread"] for owner in deadlock["owners"])
+    youngest = max(tokens, key=lambda name: tokens[name])
+    assert deadlock["suggested_break"] == youngest
+    time.sleep(1.0)  # a second look, a detection interval later: the same cycle, the same id, once
+    assert [d["id"] for d in api(server, "/v1/deadlocks")["deadlocks"]] == [deadlock["id"]]
+
+    capsys.readouterr()
+    assert main(["deadlocks", "--url", server.url]) == 0
+    said = capsys.readouterr().out
+    assert f"deadlock {deadlock['id']}" in said and f"lockd break {youngest}" in said, said
+
+    assert main(["break", youngest, "--url", server.url, "--admin-token", TOKEN]) == 0
+    for proc in (one, two):
+        proc.wait_event("got-second", timeout=30)
+        proc.wait_event("done", timeout=30)
+    after = wait_for(
+        lambda: (lambda d: d if not d["deadlocks"] and d["resolved"] else None)(api(server, "/v1/deadlocks")),
+        10,
+        "the deadlock to end",
+    )
+    assert after["resolved"][0]["id"] == deadlock["id"]
+    print(f"ended: {after['resolved'][0]['how']}")
+
+
+def test_threads_of_one_process_are_separate_owners_so_no_false_deadlock(
+    server: ApiServer, etcd_url: str, workers: list[ChildProcess]
+) -> None:
+    a, b = names()
+    holder = child(etcd_url, "cross", b, a)  # holds B, then waits for A
+    workers.append(holder)
+    holder.wait_event("holding")
+    split = child(etcd_url, "split", a, b)  # one thread holds A; another waits for B
+    workers.append(split)
+    split.wait_event("holding")
+    holder.send("go")
+    wait_for(lambda: len(queue_entries(etcd_url, a)) == 1 and len(queue_entries(etcd_url, b)) == 1, 10, "both to wait")
+
+    def both_edges() -> list[dict[str, Any]] | None:
+        edges = api(server, "/v1/waits")["edges"]
+        return edges if {edge["lock"] for edge in edges} >= {a, b} else None
+
+    edges = [e for e in wait_for(both_edges, 10, "both edges in /v1/waits") if e["lock"] in (a, b)]
+    by_lock = {edge["lock"]: edge for edge in edges}
+    assert by_lock[b]["waiter"]["pid"] == by_lock[a]["holder"]["pid"] == split.proc.pid
+    assert by_lock[b]["waiter"]["thread"] != by_lock[a]["holder"]["thread"], "the two threads are one owner"
+    time.sleep(2 * 0.5 + 0.5)  # past two detection intervals
+    assert api(server, "/v1/deadlocks")["deadlocks"] == []
+    split.finish()  # the holding thread lets A go: the other process gets it, then B goes to the waiting thread
+    holder.wait_event("got-second", timeout=30)
+    split.wait_event("done", timeout=30)

@@ -1,0 +1,46 @@
+"""lockd.api.waits: cycles in the wait-for graph (the live cases are tests/integration/test_deadlocks.py)."""
+
+from __future__ import annotations
+
+from lockd.api.waits import DeadlockTracker, Edge, Owner, cycle_id, cycles
+
+
+def owner(n: int, thread: int = 1) -> Owner:
+    return Owner(f"m{n}", "host", 100 + n, thread)
+
+
+def edge(waiter: Owner, holder: Owner, lock: str, token: int) -> Edge:
+    return Edge(waiter, holder, lock, None, token)
+
+
+def test_a_three_party_cycle_is_found_once_with_a_stable_id() -> None:
+    a, b, c = owner(1), owner(2), owner(3)
+    ring = [edge(a, b, "x", 5), edge(b, c, "y", 9), edge(c, a, "z", 7)]
+    found = cycles(ring)
+    assert len(found) == 1 and {e.lock for e in found[0]} == {"x", "y", "z"}
+    assert cycle_id(found[0]) == cycle_id(cycles(list(reversed(ring)))[0])
+
+
+def test_chains_and_stock_holders_are_no_cycle() -> None:
+    a, b, stock = owner(1), owner(2), Owner(None, None, None, None)
+    assert cycles([edge(a, b, "x", 1), edge(b, stock, "y", 2)]) == []
+
+
+def test_two_threads_of_one_process_are_two_owners() -> None:
+    holding, waiting, other = owner(1, thread=1), owner(1, thread=2), owner(2)
+    assert cycles([edge(waiting, other, "b", 2), edge(other, holding, "a", 1)]) == []
+
+
+def test_the_tracker_suggests_the_youngest_hold_and_records_the_end() -> None:
+    a, b = owner(1), owner(2)
+    ring = [edge(a, b, "x", 5), edge(b, a, "y", 9)]
+    tracker = DeadlockTracker(lambda: ring)
+    tracker.update(ring, now=10.0)
+    (found,) = tracker.current()
+    assert found.suggested_break == "y" and found.since == 10.0
+    tracker.update(ring, now=11.0)
+    assert [d.since for d in tracker.current()] == [10.0]
+    tracker.update([edge(a, b, "x", 5)], now=12.0)
+    assert tracker.current() == []
+    (ended,) = tracker.resolved()
+    assert ended.id == found.id and ended.ended == 12.0 and "stopped waiting" in ended.how
