@@ -3,7 +3,8 @@
 Usage: python -m tests.deadlock_child URL SPEC_JSON
 
 SPEC ``{"mode": "cross", "first": A, "second": B}``: take A, print {"event": "holding"}; on a line on stdin take
-B (waiting as long as it takes), print {"event": "got-second"}; release both; print {"event": "done"}.
+B (waiting as long as it takes, or ``"wait"`` seconds), print {"event": "got-second"} (or {"event": "gave-up"});
+release both; print {"event": "done"}.
 SPEC ``{"mode": "split", "first": A, "second": B}``: one thread takes A and prints {"event": "holding"}; then
 another thread of the same process waits for B and prints {"event": "got-second"} when it has it; both release
 when stdin closes. (A process that holds A in one thread while another thread waits: no cycle through it.)
@@ -33,9 +34,11 @@ def main() -> int:
         assert first.acquire()
         emit(event="holding", token=first.token)
         sys.stdin.readline()
-        assert second.acquire()
-        emit(event="got-second", token=second.token)
-        second.release()
+        if second.acquire(blocking=spec.get("wait", True)):
+            emit(event="got-second", token=second.token)
+            second.release()
+        else:
+            emit(event="gave-up")
         first.release()
     else:
         held = threading.Event()

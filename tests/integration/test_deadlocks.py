@@ -3,6 +3,8 @@
 - Two processes take two locks in opposite orders (A then B, B then A): `/v1/deadlocks` reports one cycle with
   both owners and both locks, under one id, and suggests the youngest hold; `lockd break` of it ends the cycle,
   both processes finish, and the cycle moves to ``resolved``.
+- A three-party cycle (A->B, B->C, C->A) is one deadlock of three; a waiter whose timed wait runs out opens it,
+  and it leaves the list.
 - No false positive: a process holds A in one thread while another of its threads waits for B, held by a
   second process that waits for A. As processes, that is a cycle (each waits for the other); as threads, the
   one holding A waits for nothing, so nobody is stuck for good. `/v1/waits` has both edges; no deadlock.
@@ -35,8 +37,11 @@ def server(etcd: EtcdMember) -> Iterator[ApiServer]:
         yield srv
 
 
-def child(url: str, mode: str, first: str, second: str) -> ChildProcess:
-    return ChildProcess("-m", "tests.deadlock_child", url, json.dumps({"mode": mode, "first": first, "second": second}))
+def child(url: str, mode: str, first: str, second: str, wait: float | None = None) -> ChildProcess:
+    spec: dict[str, Any] = {"mode": mode, "first": first, "second": second}
+    if wait is not None:
+        spec["wait"] = wait
+    return ChildProcess("-m", "tests.deadlock_child", url, json.dumps(spec))
 
 
 def api(server: ApiServer, path: str) -> dict[str, Any]:
@@ -118,3 +123,28 @@ def test_threads_of_one_process_are_separate_owners_so_no_false_deadlock(
     split.finish()  # the holding thread lets A go: the other process gets it, then B goes to the waiting thread
     holder.wait_event("got-second", timeout=30)
     split.wait_event("done", timeout=30)
+
+
+def test_a_three_party_cycle_ends_when_a_timed_waiter_gives_up(
+    server: ApiServer, etcd_url: str, workers: list[ChildProcess]
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    a, b, c = (f"dl-{tag}-{x}" for x in "abc")
+    procs = [child(etcd_url, "cross", a, b), child(etcd_url, "cross", b, c), child(etcd_url, "cross", c, a, wait=6)]
+    workers += procs
+    for proc in procs:
+        proc.wait_event("holding")
+    for proc in procs:
+        proc.send("go")
+    (deadlock,) = wait_for(lambda: api(server, "/v1/deadlocks")["deadlocks"], 10, "the three-party deadlock")
+    assert sorted(deadlock["locks"]) == sorted([a, b, c])
+    assert {owner["pid"] for owner in deadlock["owners"]} == {proc.proc.pid for proc in procs}
+    procs[2].wait_event("gave-up", timeout=20)  # its wait for A ran out: the cycle opens, nothing was broken
+    for proc in procs:
+        proc.wait_event("done", timeout=30)
+    after = wait_for(
+        lambda: (lambda d: d if not d["deadlocks"] and d["resolved"] else None)(api(server, "/v1/deadlocks")),
+        10,
+        "the deadlock to end",
+    )
+    assert deadlock["id"] in [r["id"] for r in after["resolved"]]
