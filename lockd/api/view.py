@@ -169,9 +169,9 @@ class LockView:
 
     def wait_edges(self) -> list[Edge]:
         """The wait-for graph now (lockd.api.waits): one edge per lockd waiter of a held lock."""
-        with self._mutex:
-            locks = dict(self._locks)
+        with self._mutex:  # only the names somebody waits for: the view may hold 100,000 locks and no waiter
             queues = {name: dict(entries) for name, entries in self._queues.items()}
+            locks = {name: lock for name in queues if (lock := self._locks.get(name)) is not None}
         return wait_graph(locks, queues)
 
     def member_of_lease(self, lease: int) -> MemberRecord | None:
