@@ -72,7 +72,9 @@ def test_lost_answer_to_queued_take_is_recognised(
         thread = threading.Thread(target=lambda: result.append(lock.acquire(blocking=30)))
         thread.start()
         wait_for(lambda: queue_entries(direct, lock_name), 10, "the waiter to queue")
-        proxy.lose_next("kv/txn", b64(keys.lock_key(lock_name)).encode(), "hang")
+        # the take (a put of the lock key), not the waiter's read of its keys, which names the lock key too
+        take = f'"request_put": {{"key": "{b64(keys.lock_key(lock_name))}"'.encode()
+        proxy.lose_next("kv/txn", take, "hang")
         assert held.release()
         thread.join(30)
         assert result == [True]
