@@ -15,9 +15,10 @@ Acquire:
   1. One txn: if the lock key is absent *and* the queue is empty, put the lock key (uncontended: one round trip).
      Otherwise put our queue key and read the lock key and the queue's two newest entries (ours, just put, and
      the one ahead of it), all in the same txn.
-  2. Wait, with two watches on the client's one stream, then one read of both keys (for what happened before the
-     watches began): the newest older queue entry (or, if none, the lock key: a holder that came by the fast
-     path, or a stock tooz client) for deletion, and our own entry for its grant mark. No herd: each waiter wakes
+  2. Wait, with two watches on the client's one stream: the newest older queue entry (or, if none, the lock key:
+     a holder that came by the fast path, or a stock tooz client) for deletion, and our own entry for its grant
+     mark. etcd tells at which revision each watch began; only when something was written between the txn that
+     showed us our state and that revision does one read of both keys cover the gap. No herd: each waiter wakes
      only when its predecessor leaves or when it is granted the lock.
   3. Granted: we hold, at the grant's revision. Otherwise take: one txn "lock key absent, no older queue key,
      our queue key still there" -> put the lock key. On failure the same txn returns fresh state (our entry,
@@ -566,7 +567,7 @@ class Mutex:
                 if deadline is not None and time.monotonic() >= deadline:
                     return self._leave_queue(session, queue_key, value)
                 ahead = older[-1].key if older else self.key
-                outcome = self._wait_for_turn(session, ahead, queue_key, deadline)
+                outcome = self._wait_for_turn(session, ahead, queue_key, state.revision, deadline)
                 if isinstance(outcome, KeyValue):  # the holder granted us the lock in its release, at that revision
                     return self._won(session, outcome.mod_revision, queue_key, _successors(outcome.value))
                 if outcome == "timeout":
@@ -624,16 +625,19 @@ class Mutex:
         return op_range(self._queue_prefix, self._queue_end, limit=str(limit), **options)
 
     def _wait_for_turn(
-        self, session: Session, ahead: bytes, queue_key: bytes, deadline: float | None
+        self, session: Session, ahead: bytes, queue_key: bytes, seen: int, deadline: float | None
     ) -> str | KeyValue:
         """Block until the key ``ahead`` of us is deleted or the holder grants us the lock: our entry as the grant
         marked it (its mod_revision is our token), else "deleted", "timeout", or "broken" (re-check: member or
         session failed).
 
         Two watches on one stream, both from now: the key ahead of us (deletes only), and our own queue entry (puts
-        only), which a granting release marks; then one read of both keys, for what happened before the watches
-        began. (A watch from the revision of our last read would need no read, but etcd serves a watch that starts
-        in the past from its "unsynced" group, caught up every 100 ms: that put ~100 ms on handoffs.) A grant by
+        only), which a granting release marks. ``seen`` is the revision of the state that showed ``ahead`` present
+        and our entry not granted; etcd says at which revision each watch began (``Watch.created_at``), and when
+        neither began after ``seen`` nothing can have been missed. Otherwise (something was written in between:
+        usually another waiter queueing) one read of both keys covers the gap. (A watch from ``seen`` itself would
+        never need the read, but etcd serves a watch that starts in the past from its "unsynced" group, caught up
+        every 100 ms: that put ~100 ms on handoffs.) A grant by
         the holder just ahead of us also deletes its entry in the same txn, and the two watches' events may come
         in either order: after a delete, a grant that comes within ``_GRANT_GRACE`` spares the take txn (a
         commit). Correctness never rests on that wait: a take after a grant fails and reads the lock key naming us
@@ -645,7 +649,10 @@ class Mutex:
         try:
             for key, only in ((ahead, "NOPUT"), (queue_key, "NODELETE")):
                 watches.append(client.watch(key, filters=(only,), inbox=inbox))
-            now = client.txn([], [op_range(ahead), op_range(queue_key)], deadline=deadline)
+            if all(0 < watch.created_at <= seen for watch in watches):
+                now = None  # the watches hear everything after the state we have: no read
+            else:
+                now = client.txn([], [op_range(ahead), op_range(queue_key)], deadline=deadline)
         except ResourceExhausted:
             _close(watches)
             raise
@@ -656,16 +663,17 @@ class Mutex:
             LOG.warning("cannot watch for %r: %s", self.name, exc)
             session.lost.wait(0.1)
             return "broken"
-        mine = now.kvs(1)
-        if not mine:
-            _close(watches)
-            return "broken"  # our entry went (the session was lost): the caller finds out and starts over
-        if mine[0].value.startswith(_GRANTED):
-            _close(watches)
-            return mine[0]
-        if not now.kvs(0):
-            _close(watches)
-            return "deleted"
+        if now is not None:
+            mine = now.kvs(1)
+            if not mine:
+                _close(watches)
+                return "broken"  # our entry went (the session was lost): the caller finds out and starts over
+            if mine[0].value.startswith(_GRANTED):
+                _close(watches)
+                return mine[0]
+            if not now.kvs(0):
+                _close(watches)
+                return "deleted"
         try:
             deleted = False
             until = deadline

@@ -21,7 +21,9 @@ A :class:`WatchHub` owns the socket to one member and a reader thread that dispa
 A :class:`Watch` is one caller's view: a queue of event batches that its owner iterates with a deadline.
 Closing it sends a cancel on the shared stream; nothing else on the stream is disturbed.
 
-Start revision: a watch from now is "synced" and hears an event within a millisecond. A watch from a past
+Start revision: a watch from now is "synced" and hears an event within a millisecond. etcd's answer to a creation
+carries the store's revision when the watch began (``Watch.created_at``; a watch from now hears every change after
+it), so an owner whose last read is at least that recent has missed nothing and need not read again. A watch from a past
 revision is served from etcd's unsynced group, which catches up only every 100 ms (mvcc syncWatchersLoop):
 right for a view that must not miss history, slow for a lock handoff.
 
@@ -95,11 +97,15 @@ class Watch:
         self._inbox: Inbox = inbox if inbox is not None else queue.SimpleQueue()
         self._created = threading.Event()
         self._refused: str | None = None
+        #: The store's revision when etcd created this watch: a watch from now hears every change after it, so an
+        #: owner that last read at this revision or later has missed nothing (0 until created, or if not told).
+        self.created_at = 0
 
     # -- called by the hub's reader ------------------------------------------------------------------------------
 
-    def _confirm(self, refused: str | None) -> None:
+    def _confirm(self, refused: str | None, revision: int = 0) -> None:
         self._refused = refused
+        self.created_at = revision
         self._created.set()
 
     def _deliver(self, item: list[Event] | _End) -> None:
@@ -292,7 +298,8 @@ class WatchHub:
             with self._mutex:
                 creator = self._pending.popleft() if self._pending else None
             if creator is not None:
-                creator._confirm((result.get("cancel_reason") or "canceled") if result.get("canceled") else None)
+                refused = (result.get("cancel_reason") or "canceled") if result.get("canceled") else None
+                creator._confirm(refused, int(result.get("header", {}).get("revision", 0)))
             if not result.get("events"):
                 return
         with self._mutex:

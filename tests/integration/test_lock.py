@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 
 import pytest
 import tooz.coordination
@@ -386,3 +387,67 @@ def test_a_release_grants_the_lock_to_the_next_waiter_in_one_commit(coordinator,
     assert held_by_second.mod_revision == tokens["second"]
     assert held_by_third.create_revision == held_by_second.create_revision, "the lock key was deleted in between"
     assert tokens["third"] == held_by_third.mod_revision > tokens["second"]
+
+
+def _txns_by_thread(monkeypatch) -> dict[int, list[list]]:
+    """Every txn each thread sends, as its list of success operations (reads only: a read)."""
+    sent: dict[int, list[list]] = {}
+    real = EtcdClient.txn
+
+    def txn(self, compare, success, failure=(), **kwargs):
+        sent.setdefault(threading.get_ident(), []).append(list(success))
+        return real(self, compare, success, failure, **kwargs)
+
+    monkeypatch.setattr(EtcdClient, "txn", txn)
+    return sent
+
+
+def test_a_waiter_reads_nothing_when_nothing_changed_after_it_queued(
+    coordinator, etcd_url, lock_name, monkeypatch
+) -> None:
+    """A waiter's watches start after its enqueue txn's revision when nothing was written in between (etcd says
+    where each watch began), so it sends its enqueue and nothing else until the grant: no read of both keys."""
+    holder, waiter = coordinator.get_lock(lock_name), coordinator.get_lock(lock_name)
+    warm = coordinator.get_lock(lock_name + "-warm")  # the session and the watch stream exist before we count
+    assert warm.acquire()
+    warm.release()
+    assert holder.acquire()
+    sent = _txns_by_thread(monkeypatch)
+    held = threading.Event()
+    me: list[int] = []
+
+    def wait() -> None:
+        me.append(threading.get_ident())
+        assert waiter.acquire(blocking=30)
+        held.set()
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    wait_for(lambda: len(queue_entries(etcd_url, lock_name)) == 1, 10, "the waiter to queue")
+    time.sleep(0.3)  # time for a read, had the waiter sent one
+    txns_while_waiting = len(sent.get(me[0], []))
+    # the holder took the lock free, so it releases by deleting: the waiter takes (a second txn, after the wait)
+    holder.release()
+    assert held.wait(30)
+    thread.join(30)
+    waiter.release()
+    assert txns_while_waiting == 1, f"the waiter sent {txns_while_waiting} txns before its turn: {sent[me[0]]}"
+
+
+def test_a_release_between_queueing_and_watching_is_not_missed(coordinator, etcd_url, lock_name, monkeypatch) -> None:
+    """The holder releases after the waiter's enqueue txn and before its watches begin: the watches start after
+    the delete, so only the read that a later start revision calls for tells the waiter its turn came."""
+    holder, waiter = coordinator.get_lock(lock_name), coordinator.get_lock(lock_name)
+    assert holder.acquire()
+    real = EtcdClient.watch
+    released: list[bool] = []
+
+    def watch(self, key, *args, **kwargs):
+        if not released:
+            released.append(holder.release())
+        return real(self, key, *args, **kwargs)
+
+    monkeypatch.setattr(EtcdClient, "watch", watch)
+    assert waiter.acquire(blocking=10), "the waiter missed the release that came before its watches"
+    assert released == [True]
+    waiter.release()

@@ -160,9 +160,7 @@ class PacemakerNode:
 
     def run(self, *argv: str, check: bool = True, env: dict[str, str] | None = None, timeout: float = 60):
         """Run a command on the node; returns the CompletedProcess (text)."""
-        done = subprocess.run(
-            self.enter(*argv), capture_output=True, text=True, env=env, timeout=timeout, check=False
-        )
+        done = subprocess.run(self.enter(*argv), capture_output=True, text=True, env=env, timeout=timeout, check=False)
         if check and done.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} on {self.name}: exit {done.returncode}: {done.stderr.strip()}")
         return done

@@ -219,7 +219,12 @@ def test_netapp_like_path_named_locks_show_the_expression_or_the_mapped_name() -
         ("decorator", "utils.synchronized", "cache_path", None, "host-local", "distributed", "cluster-wide"),
         ("with", "lockutils.lock", "path", None, "host-local", "distributed", "cluster-wide"),
         (
-            "call", "lockutils.remove_external_lock_file (cleanup)", "path", None, "host-local", "unchanged",
+            "call",
+            "lockutils.remove_external_lock_file (cleanup)",
+            "path",
+            None,
+            "host-local",
+            "unchanged",
             "cluster-wide",
         ),  # fmt: skip
         (
