@@ -8,6 +8,11 @@ release both; print {"event": "done"}.
 SPEC ``{"mode": "split", "first": A, "second": B}``: one thread takes A and prints {"event": "holding"}; then
 another thread of the same process waits for B and prints {"event": "got-second"} when it has it; both release
 when stdin closes. (A process that holds A in one thread while another thread waits: no cycle through it.)
+SPEC ``{"mode": "churn", "first": A, "second": B, "threads": T, "seconds": S}``: print {"event": "ready"}, and on a
+line on stdin start T threads, each with its own lock objects, for S seconds: even threads take A then B (always
+in that order), odd threads take B alone; each holds for a moment and releases; then {"event": "done", "cycles":
+N}. No cycle exists among threads, but as processes (a process holds A in one thread while another of its threads
+holds B) there are cycles all the time: the false positives a wait-for graph of processes would report.
 Every line printed is one JSON object, flushed.
 """
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 import uuid
 
 import tooz.coordination
@@ -25,10 +31,45 @@ def emit(**event: object) -> None:
     print(json.dumps(event), flush=True)
 
 
+def churn(coord: tooz.coordination.CoordinationDriver, spec: dict) -> int:
+    """Run the churn threads (see the module doc); the number of lock cycles they made."""
+    until = time.monotonic() + spec["seconds"]
+    counts: list[int] = []
+
+    def run(index: int) -> None:
+        if spec.get("second") is None:  # every thread on the one name
+            names = [spec["first"]]
+        else:
+            names = [spec["first"], spec["second"]] if index % 2 == 0 else [spec["second"]]
+        locks = [coord.get_lock(name.encode()) for name in names]
+        done = 0
+        while time.monotonic() < until:
+            for lock in locks:
+                assert lock.acquire()
+            time.sleep(0.002)
+            for lock in reversed(locks):
+                lock.release()
+            done += 1
+        counts.append(done)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(spec["threads"])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts)
+
+
 def main() -> int:
     url, spec = sys.argv[1], json.loads(sys.argv[2])
     coord = tooz.coordination.get_coordinator(url, f"deadlock-{uuid.uuid4().hex[:6]}".encode())
     coord.start(start_heart=True)
+    if spec["mode"] == "churn":
+        emit(event="ready")
+        sys.stdin.readline()
+        emit(event="done", cycles=churn(coord, spec))
+        coord.stop()
+        return 0
     first, second = coord.get_lock(spec["first"].encode()), coord.get_lock(spec["second"].encode())
     if spec["mode"] == "cross":
         assert first.acquire()
