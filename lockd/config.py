@@ -42,6 +42,12 @@ LOCKD_OPTS = [
     cfg.StrOpt(
         "log_level", default="info", choices=["debug", "info", "warning", "error"], ignore_case=True, help="log level"
     ),
+    cfg.FloatOpt(
+        "deadlock_break_after",
+        min=0.0,
+        help="break a deadlock's suggested lock once the deadlock lasted this many seconds (audited); "
+        "unset: never, an operator breaks it",
+    ),
     cfg.StrOpt("ssl_certfile", help="serve HTTPS with this certificate (PEM)"),
     cfg.StrOpt("ssl_keyfile", help="private key for ssl_certfile"),
 ]
@@ -65,6 +71,7 @@ class Settings:
     log_level: str = "info"
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    deadlock_break_after: float | None = None
 
     def with_backend(self, backend_url: str) -> Settings:
         return dataclasses.replace(self, backend_url=backend_url)
@@ -142,6 +149,11 @@ def load_settings(config_files: Sequence[str] = (), overrides: Mapping[str, obje
         log_level=str(values["log_level"]).lower(),
         ssl_certfile=str(values["ssl_certfile"]) if values["ssl_certfile"] else None,
         ssl_keyfile=str(values["ssl_keyfile"]) if values["ssl_keyfile"] else None,
+        deadlock_break_after=(
+            float(values["deadlock_break_after"])  # type: ignore[arg-type]
+            if values["deadlock_break_after"] is not None
+            else None
+        ),
     )
 
 

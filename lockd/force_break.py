@@ -69,9 +69,11 @@ def free_ops(name: str, holder_value: bytes) -> list[dict[str, Any]]:
     return ops
 
 
-def break_lock(client: EtcdClient, name: str, requested_by: str) -> BreakRecord | None:
+def break_lock(client: EtcdClient, name: str, requested_by: str, token: int | None = None) -> BreakRecord | None:
     """Free lock ``name`` whoever holds it and audit it; None when it is not held.
 
+    ``token``: break only that acquisition (the one a deadlock report named); None when the lock is held at
+    another token by now, so a break decided on an old view never frees the next holder's lock.
     The old holder's ``is_still_owner()`` turns False and its release reports False; its session and other
     locks are untouched.
     Raises:
@@ -82,7 +84,7 @@ def break_lock(client: EtcdClient, name: str, requested_by: str) -> BreakRecord 
     break_id = uuid.uuid4().hex
     for _ in range(BREAK_ATTEMPTS):
         kv = client.get(key)
-        if kv is None:
+        if kv is None or (token is not None and kv.mod_revision != token):
             return None
         record = BreakRecord(name, kv.mod_revision, Holder.decode(kv.value), time.time(), requested_by)
         audit = json.dumps(record.to_json(break_id), separators=(",", ":")).encode()

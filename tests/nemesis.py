@@ -61,6 +61,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lockd.api.view import LockView
 from lockd.errors import BackendError
 from lockd.etcd import keys
 from lockd.etcd.client import EtcdClient
@@ -504,6 +505,11 @@ def run(settings: Settings, workdir: Path, schedule: Callable[[Rig], list[Fault]
     rng = random.Random(settings.seed)
     with rig(settings, workdir) as r:
         observer = Observer([m.endpoint for m in r.cluster.members])
+        # What `lockd serve` would report meanwhile: its view of the locks, with its deadlock detector. The clients
+        # hold one lock at a time, so any deadlock it reports is a false one (issue 26's floor: none).
+        view_client = EtcdClient(parse_backend_url(r.cluster.url(r.cluster.members[0], timeout=1)))
+        view = LockView(view_client)
+        view.start()
         try:
             start_clients(r)
             started = time.time()
@@ -516,8 +522,12 @@ def run(settings: Settings, workdir: Path, schedule: Callable[[Rig], list[Fault]
                 for _, proc in procs:
                     proc.stop()
             observer.close()
+            view.stop()
+            view_client.close()
         records = load_records(workdir)
         deletions = observer.deletions()
+        deadlocks = [{"id": d.id, "locks": d.locks, "open": True} for d in view.deadlocks.current()]
+        deadlocks += [{"id": d.id, "locks": list(d.locks), "how": d.how} for d in view.deadlocks.resolved()]
     return {
         "settings": asdict(settings),
         "seconds": healed_at - started,
@@ -526,6 +536,7 @@ def run(settings: Settings, workdir: Path, schedule: Callable[[Rig], list[Fault]
         "stop_problems": problems,
         "lockd": judge(records, deletions, faults, healed_at, settings, "lockd"),
         "stock": judge(records, deletions, faults, healed_at, settings, "stock"),
+        "deadlocks_reported": deadlocks,
     }
 
 
@@ -549,6 +560,7 @@ def summary(report: dict[str, Any]) -> str:
                 f"longest gap {row['longest_gap_s']:.2f} s"
             )
         lines += [f"  ! {f}" for f in j["findings"][:10]]
+    lines.append(f"deadlocks reported by the lock view: {len(report['deadlocks_reported'])}")
     lines += [f"stop: {p}" for p in report["stop_problems"]]
     return "\n".join(lines)
 

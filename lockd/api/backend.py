@@ -16,6 +16,7 @@ from typing import Any
 
 from lockd.api.leases import LeaseClock
 from lockd.api.view import HeldLock, LockView
+from lockd.api.waits import Deadlock
 from lockd.config import Settings
 from lockd.errors import BackendError, LockdError, UsageError
 from lockd.etcd import keys
@@ -52,6 +53,9 @@ class Backend:
         self.metrics = metrics
         self.client = EtcdClient(self.options, on_failure=metrics.etcd_errors.inc)
         self.view = LockView(self.client, on_lease_loss=self._lease_lost)
+        if settings.deadlock_break_after is not None:
+            self.view.deadlocks.break_after = settings.deadlock_break_after
+            self.view.deadlocks.breaker = self._break_deadlock
         self.leases = LeaseClock(self.client)
         self.member = f"lockd-serve-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._session: Session | None = None
@@ -120,6 +124,30 @@ class Backend:
             requested_by,
         )
         return record
+
+    def _break_deadlock(self, deadlock: Deadlock) -> None:
+        """The opt-in automatic break (``deadlock_break_after``): the suggested hold, at the token reported."""
+        victim = deadlock.victim
+        after = self.settings.deadlock_break_after
+        who = f"{self.member} (deadlock {deadlock.id} lasted {after:g}s: deadlock_break_after)"
+        record = break_lock(self.client, victim.lock, who, token=victim.token)
+        if record is None:
+            LOG.info(
+                "deadlock %s: lock %r is no longer held at token %d; nothing broken",
+                deadlock.id,
+                victim.lock,
+                victim.token,
+            )
+            return
+        self.metrics.breaks.inc()
+        LOG.warning(
+            "deadlock %s: force-released lock %r (token %d, holder %s) automatically after %gs",
+            deadlock.id,
+            victim.lock,
+            record.token,
+            _describe(record.holder),
+            self.settings.deadlock_break_after,
+        )
 
     def audit(self, name: str | None, limit: int) -> list[dict[str, Any]]:
         """Recorded breaks, newest first (of one lock, or of all)."""

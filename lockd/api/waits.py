@@ -17,11 +17,16 @@ A cycle is a deadlock: nobody in it can move until one of its locks is freed. Ea
 outgoing edge, so following edges from every owner finds every cycle in linear time. A deadlock's id is a hash
 of its (owner, lock) pairs, so the same cycle keeps its id for as long as it lasts, and is logged once. The
 lock suggested for breaking is the youngest hold in the cycle (the highest token), as databases pick the
-youngest transaction as their victim: it has done the least work under its locks. lockd never breaks it by
-itself; ``lockd break`` does, audited.
+youngest transaction as their victim: it has done the least work under its locks. By default lockd never breaks
+it by itself; ``lockd break`` does, audited. With ``[lockd] deadlock_break_after = S`` the sidecar breaks the
+suggested hold of a deadlock that lasted S seconds, audited like an operator's break and only at the token the
+report named (a hold that changed hands meanwhile is left alone): the waiter whose lock was broken goes on, the
+holder's ``is_still_owner()`` turns False and its release says False. Several sidecars may do it at once; the
+token makes the second break a no-op.
 
-The tracker runs the detection on a timer (``DeadlockTracker.INTERVAL``), only after the view changed: cheap
-when nothing waits, and a cycle is reported within one interval (plus the watch's delay) of closing.
+The tracker runs the detection on a timer (``DeadlockTracker.INTERVAL``), after the view changed or while a
+deadlock awaits its automatic break: cheap when nothing waits, and a cycle is reported within one interval (plus
+the watch's delay) of closing.
 """
 
 from __future__ import annotations
@@ -89,9 +94,13 @@ class Deadlock:
         return [edge.waiter for edge in self.edges]
 
     @property
+    def victim(self) -> Edge:
+        """The youngest hold in the cycle: the edge whose lock's token is highest."""
+        return max(self.edges, key=lambda edge: edge.token)
+
+    @property
     def suggested_break(self) -> str:
-        """The youngest hold in the cycle: the lock whose token is highest."""
-        return max(self.edges, key=lambda edge: edge.token).lock
+        return self.victim.lock
 
 
 @dataclass(frozen=True)
@@ -176,11 +185,15 @@ class DeadlockTracker:
 
     snapshot: Callable[[], list[Edge]]
     keep: int = 50
+    #: Break a deadlock's suggested hold once it lasted this long (None: never; the operator does): see the module.
+    break_after: float | None = None
+    breaker: Callable[[Deadlock], None] | None = None
     INTERVAL = 0.5
     _current: dict[str, Deadlock] = field(default_factory=dict)
     _resolved: deque[Resolved] = field(default_factory=deque)
     _dirty: threading.Event = field(default_factory=threading.Event)
     _mutex: threading.Lock = field(default_factory=threading.Lock)
+    _break_tried: set[str] = field(default_factory=set)
 
     def changed(self) -> None:
         """The view changed: look again at the next tick."""
@@ -189,12 +202,33 @@ class DeadlockTracker:
     def run(self, stop: threading.Event) -> None:
         """The detection loop (a thread of the view): every INTERVAL, if the view changed since the last look."""
         while not stop.wait(self.INTERVAL):
-            if self._dirty.is_set():
+            if self._dirty.is_set() or self._breaks_due():
                 self._dirty.clear()
                 try:
                     self.update(self.snapshot(), time.time())
+                    self._break_due(time.time())
                 except Exception:  # a bug here must not stop the loop; the next change tries again
                     LOG.exception("deadlock detection failed")
+
+    def _breaks_due(self) -> bool:
+        with self._mutex:
+            return self.break_after is not None and any(key not in self._break_tried for key in self._current)
+
+    def _break_due(self, now: float) -> None:
+        """Break the suggested hold of each deadlock older than ``break_after``, once per deadlock."""
+        if self.break_after is None or self.breaker is None:
+            return
+        with self._mutex:
+            due = [
+                d for d in self._current.values() if d.id not in self._break_tried and now - d.since >= self.break_after
+            ]
+            self._break_tried.update(d.id for d in due)
+            self._break_tried.intersection_update(self._current)
+        for deadlock in due:
+            try:
+                self.breaker(deadlock)
+            except Exception:  # etcd failed: the operator still has the report and `lockd break`
+                LOG.exception("automatic break of deadlock %s failed", deadlock.id)
 
     def update(self, edges: list[Edge], now: float) -> None:
         rings = {cycle_id(ring): ring for ring in cycles(edges)}

@@ -148,3 +148,34 @@ def test_a_three_party_cycle_ends_when_a_timed_waiter_gives_up(
         "the deadlock to end",
     )
     assert deadlock["id"] in [r["id"] for r in after["resolved"]]
+
+
+def test_an_opt_in_setting_breaks_the_suggested_lock_after_a_while_audited(
+    etcd: EtcdMember, etcd_url: str, workers: list[ChildProcess]
+) -> None:
+    """``deadlock_break_after``: the sidecar breaks the youngest hold of a deadlock that lasted that long, once,
+    at the token it reported, with an audit record naming the deadlock; both processes finish on their own.
+    (Without the setting the cycle stays until an operator breaks it: the first test of this module.)"""
+    settings = Settings(
+        backend_url=f"lockd+etcd3+http://{etcd.endpoint}?lease_ttl=5", admin_token=TOKEN, deadlock_break_after=1.0
+    )
+    with ApiServer(settings) as auto:
+        a, b = names()
+        one, two = child(etcd_url, "cross", a, b), child(etcd_url, "cross", b, a)
+        workers += [one, two]
+        tokens = {a: one.wait_event("holding")["token"], b: two.wait_event("holding")["token"]}
+        one.send("go")
+        two.send("go")
+        found = wait_for(lambda: api(auto, "/v1/deadlocks")["deadlocks"], 10, "the deadlock to be reported")
+        youngest = max(tokens, key=lambda name: tokens[name])
+        assert found[0]["suggested_break"] == youngest
+        for proc in (one, two):
+            proc.wait_event("got-second", timeout=30)
+            proc.wait_event("done", timeout=30)
+        (record,) = httpx.get(f"{auto.url}/v1/audit", params={"name": youngest}, timeout=5).json()["breaks"]
+        assert record["token"] == tokens[youngest]
+        assert found[0]["id"] in record["requested_by"] and "deadlock_break_after" in record["requested_by"]
+        resolved = wait_for(lambda: api(auto, "/v1/deadlocks")["resolved"], 10, "the deadlock to end")
+        assert resolved[0]["id"] == found[0]["id"]
+        other = a if youngest == b else b
+        assert httpx.get(f"{auto.url}/v1/audit", params={"name": other}, timeout=5).json()["breaks"] == []

@@ -12,6 +12,7 @@ import tooz.coordination
 from lockd.errors import BackendError
 from lockd.etcd import keys
 from lockd.etcd.client import EtcdClient
+from lockd.force_break import break_lock
 from lockd.options import parse_backend_url
 from tests.etcd_process import queue_entries
 from tests.procs import WorkerProcess, wait_for
@@ -451,3 +452,19 @@ def test_a_release_between_queueing_and_watching_is_not_missed(coordinator, etcd
     assert waiter.acquire(blocking=10), "the waiter missed the release that came before its watches"
     assert released == [True]
     waiter.release()
+
+
+def test_a_break_at_another_token_frees_nothing(coordinator, etcd_url, lock_name) -> None:
+    """A break decided on an old view (lockd serve's automatic deadlock break) names the token it saw: if the
+    lock changed hands since, the new holder keeps it."""
+    lock = coordinator.get_lock(lock_name)
+    assert lock.acquire()
+    client = etcd_client(etcd_url)
+    try:
+        assert break_lock(client, lock_name, "test", token=lock.token - 1) is None
+        assert lock.is_still_owner()
+        assert break_lock(client, lock_name, "test", token=lock.token) is not None
+        assert not lock.is_still_owner()
+    finally:
+        client.close()
+    assert lock.release() is False

@@ -19,6 +19,7 @@ def test_nemesis_short_schedule(tmp_path: Path) -> None:
     print(summary(report))
     lockd, stock = report["lockd"], report["stock"]
     assert report["stop_problems"] == []
+    assert report["deadlocks_reported"] == [], "lockd serve's view reported a deadlock where none can be"
     assert set(report["faults"]) == set(FAULTS), "the schedule must cover every fault kind"
     assert lockd["findings"] == []
     assert lockd["acquisitions"] > 100 and lockd["writes"]["sql accepted"] > 100

@@ -44,3 +44,29 @@ def test_the_tracker_suggests_the_youngest_hold_and_records_the_end() -> None:
     assert tracker.current() == []
     (ended,) = tracker.resolved()
     assert ended.id == found.id and ended.ended == 12.0 and "stopped waiting" in ended.how
+
+
+def test_the_opt_in_break_comes_once_per_deadlock_after_its_delay() -> None:
+    a, b = owner(1), owner(2)
+    ring = [edge(a, b, "x", 5), edge(b, a, "y", 9)]
+    broken: list[tuple[str, int]] = []
+    tracker = DeadlockTracker(
+        lambda: ring, break_after=2.0, breaker=lambda d: broken.append((d.victim.lock, d.victim.token))
+    )
+    tracker.update(ring, now=10.0)
+    tracker._break_due(11.0)
+    assert broken == [], "broken before the delay"
+    assert tracker._breaks_due(), "the loop must keep looking while a break is due, though nothing changes"
+    tracker._break_due(12.0)
+    tracker._break_due(13.0)
+    assert broken == [("y", 9)], "the youngest hold, at its token, once"
+    assert not tracker._breaks_due()
+
+
+def test_without_the_setting_nothing_is_ever_broken() -> None:
+    a, b = owner(1), owner(2)
+    ring = [edge(a, b, "x", 5), edge(b, a, "y", 9)]
+    tracker = DeadlockTracker(lambda: ring)
+    tracker.update(ring, now=10.0)
+    tracker._break_due(1e9)
+    assert not tracker._breaks_due() and len(tracker.current()) == 1
