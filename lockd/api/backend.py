@@ -14,7 +14,9 @@ import threading
 import uuid
 from typing import Any
 
+from lockd.api.history import HoldLog
 from lockd.api.leases import LeaseClock
+from lockd.api.profile import Profile
 from lockd.api.view import HeldLock, LockView
 from lockd.config import Settings
 from lockd.errors import BackendError, LockdError, UsageError
@@ -51,7 +53,12 @@ class Backend:
         self.settings = settings
         self.metrics = metrics
         self.client = EtcdClient(self.options, on_failure=metrics.etcd_errors.inc)
-        self.view = LockView(self.client, on_lease_loss=self._lease_lost)
+        self.view = LockView(
+            self.client,
+            on_lease_loss=self._lease_lost,
+            history=HoldLog(settings.history_holds, settings.history_seconds),
+            profile=Profile(observer=metrics),
+        )
         self.leases = LeaseClock(self.client)
         self.member = f"lockd-serve-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._session: Session | None = None
@@ -67,7 +74,7 @@ class Backend:
     def open(self) -> None:
         """Start the lock view and register the sidecar as a member; etcd being down is not fatal here."""
         self.view.start()
-        self.metrics.watch(self.view.totals)
+        self.metrics.watch(self.view.totals, lambda: len(self.view.deadlocks.current()))
         self.view.wait_first_read()
         try:
             self._session = Session(self.client, self.options.lease_ttl, self.member)
