@@ -22,6 +22,9 @@ from lockd.options import DEFAULT_LEASE_TTL, OPTION_HELP, SCHEMES, default_state
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7170
+#: The hold history's default bounds (lockd.api.history): 100,000 holds or one hour, whichever is smaller.
+DEFAULT_MAX_HOLDS = 100_000
+DEFAULT_MAX_AGE = 3600.0
 
 LOCKD_OPTS = [
     cfg.StrOpt("backend_url", help="lock backend (lockd+etcd3+http://HOST:PORT); unset: [coordination], else embedded"),
@@ -50,6 +53,15 @@ LOCKD_OPTS = [
     ),
     cfg.StrOpt("ssl_certfile", help="serve HTTPS with this certificate (PEM)"),
     cfg.StrOpt("ssl_keyfile", help="private key for ssl_certfile"),
+    cfg.IntOpt(
+        "history_holds",
+        default=DEFAULT_MAX_HOLDS,
+        min=0,
+        help="finished holds kept for GET /v1/history and the console's timeline (0: none)",
+    ),
+    cfg.FloatOpt(
+        "history_seconds", default=DEFAULT_MAX_AGE, min=0, help="seconds a finished hold is kept in the history"
+    ),
 ]
 COORDINATION_OPTS = [cfg.StrOpt("backend_url", help="cinder's tooz backend URL")]
 # cinder.conf's backend_url may say file://$state_path/...; knowing state_path lets that read cleanly.
@@ -72,6 +84,9 @@ class Settings:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     deadlock_break_after: float | None = None
+    #: The hold history's bounds (lockd.api.history): whichever of the two is reached first.
+    history_holds: int = DEFAULT_MAX_HOLDS
+    history_seconds: float = DEFAULT_MAX_AGE
 
     def with_backend(self, backend_url: str) -> Settings:
         return dataclasses.replace(self, backend_url=backend_url)
@@ -154,7 +169,19 @@ def load_settings(config_files: Sequence[str] = (), overrides: Mapping[str, obje
             if values["deadlock_break_after"] is not None
             else None
         ),
+        history_holds=_at_least_zero("history_holds", values["history_holds"], int),
+        history_seconds=_at_least_zero("history_seconds", values["history_seconds"], float),
     )
+
+
+def _at_least_zero(name: str, value: object, kind: type[int] | type[float]) -> int | float:
+    try:
+        number = kind(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise UsageError(f"{name} {value!r} is not a number") from None
+    if not number >= 0:
+        raise UsageError(f"{name} {value} must be 0 or more")
+    return number
 
 
 def read_token_file(path: str) -> str:

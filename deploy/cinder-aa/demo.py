@@ -575,9 +575,17 @@ def watching_locks(sidecar: str, interval: float = 0.25) -> Iterator[dict[str, A
     """Poll a lockd sidecar's ``GET /v1/locks`` (what ``lockd locks`` shows) while the block runs.
 
     Fills: samples taken, the most locks held at once, the most waiters queued behind one lock, the busiest
-    sample, and which processes (host/pid) held the ledger lock: both services, in turn, if they interleave.
+    sample, which processes (host/pid) held the ledger lock (both services, in turn, if they interleave), and the
+    deadlocks the sidecar reported (``GET /v1/deadlocks``: open, or resolved meanwhile; none is expected).
     """
-    seen: dict[str, Any] = {"samples": 0, "max_held": 0, "max_waiters": 0, "busiest": [], "ledger_holders": []}
+    seen: dict[str, Any] = {
+        "samples": 0,
+        "max_held": 0,
+        "max_waiters": 0,
+        "busiest": [],
+        "ledger_holders": [],
+        "deadlocks": [],
+    }
     holders: set[str] = set()
     done = threading.Event()
 
@@ -606,6 +614,11 @@ def watching_locks(sidecar: str, interval: float = 0.25) -> Iterator[dict[str, A
         done.set()
         thread.join(10)
         seen["ledger_holders"] = sorted(holders)
+        try:
+            found = httpx.get(f"{sidecar}/v1/deadlocks", timeout=5).json()
+            seen["deadlocks"] = [d["id"] for d in found["deadlocks"] + found["resolved"]]
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            seen["deadlocks"] = [f"unknown: {exc!r}"]
 
 
 # -- the demo's etcd, and its rolling upgrade (--etcd-upgrade) -----------------------------------------------------

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lockd.api import api_docs
 from lockd.api.backend import Backend, NotFound, NotHeld
 from lockd.api.browser_guard import BrowserGuard
-from lockd.api.routers import audit, health, locks, members, metrics, status, waits
+from lockd.api.routers import audit, health, history, locks, members, metrics, profile, status, waits
 from lockd.config import Settings
 from lockd.errors import BackendError, TransitionConflict, UsageError
 from lockd.metrics import Metrics
@@ -59,7 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
-    for module in (health, locks, members, status, audit, waits, metrics):
+    for module in (health, locks, members, status, audit, waits, history, profile, metrics):
         app.include_router(module.router)
     from lockd.console import pages  # here, not at the top: the console's routes use lockd.api's dependencies
 

@@ -14,7 +14,9 @@ import threading
 import uuid
 from typing import Any
 
+from lockd.api.history import HoldLog
 from lockd.api.leases import LeaseClock
+from lockd.api.profile import Profile
 from lockd.api.view import HeldLock, LockView
 from lockd.api.waits import Deadlock
 from lockd.config import Settings
@@ -52,7 +54,12 @@ class Backend:
         self.settings = settings
         self.metrics = metrics
         self.client = EtcdClient(self.options, on_failure=metrics.etcd_errors.inc)
-        self.view = LockView(self.client, on_lease_loss=self._lease_lost)
+        self.view = LockView(
+            self.client,
+            on_lease_loss=self._lease_lost,
+            history=HoldLog(settings.history_holds, settings.history_seconds),
+            profile=Profile(observer=metrics),
+        )
         if settings.deadlock_break_after is not None:
             self.view.deadlocks.break_after = settings.deadlock_break_after
             self.view.deadlocks.breaker = self._break_deadlock
@@ -71,7 +78,7 @@ class Backend:
     def open(self) -> None:
         """Start the lock view and register the sidecar as a member; etcd being down is not fatal here."""
         self.view.start()
-        self.metrics.watch(self.view.totals)
+        self.metrics.watch(self.view.totals, lambda: len(self.view.deadlocks.current()))
         self.view.wait_first_read()
         try:
             self._session = Session(self.client, self.options.lease_ttl, self.member)

@@ -134,3 +134,39 @@ class ResolvedDeadlockOut(BaseModel):
 class DeadlocksOut(BaseModel):
     deadlocks: list[DeadlockOut]
     resolved: list[ResolvedDeadlockOut] = Field(description="the last ones that ended, newest first")
+
+
+class HoldOut(BaseModel):
+    """One hold of one lock: who, which acquisition (token), how long it waited and held, how it ended."""
+
+    name: str
+    template: str = Field(description="the holder's template, else the name with UUIDs folded to {id}")
+    owner: OwnerOut = Field(description="the holding thread; all null for a stock tooz holder")
+    token: int
+    started: float | None = Field(description="Unix time the hold began (null: unknown)")
+    waited: float | None = Field(description="seconds from its queue entry's appearance to the start (null: unknown)")
+    held: float | None = Field(description="seconds held (so far, for one in progress; null: unknown start)")
+    ended: float | None = Field(description="Unix time it ended; null while held")
+    how: str = Field(description="released, lost (its lease ended), broken (lockd break), or held (in progress)")
+
+
+class HoldsOut(BaseModel):
+    holds: list[HoldOut] = Field(description="finished holds, newest first (one page)")
+    held: list[HoldOut] = Field(description="holds in progress matching the filters (first page only)")
+    next: str | None = Field(description="pass as ``cursor`` for the next, older page; null on the last")
+    kept: int = Field(description="finished holds the history keeps now (all names)")
+
+
+class TemplateOut(BaseModel):
+    template: str
+    acquisitions: int = Field(description="holds started since the sidecar started watching")
+    wait_p50: float | None
+    wait_p99: float | None
+    hold_p50: float | None
+    hold_p99: float | None
+    waiters: int = Field(description="lockd waiters queued now")
+
+
+class ProfileOut(BaseModel):
+    templates: list[TemplateOut] = Field(description="busiest first: most waiters now, then most acquisitions")
+    samples: int = Field(description="percentiles are over each template's last this many waits and holds")

@@ -8,6 +8,11 @@ its member record deleted in one revision) is seen as one batch: that is how lea
 Status keys also fall in that range and are skipped; of audit keys (force-break records) only the revision
 of the latest is kept, so the console re-reads the audit trail only when it changed.
 
+The same event path keeps the hold history and the contention profile (lockd.api.history, lockd.api.profile):
+a put that makes a lock key name a new holder starts a hold, a delete or a put for another holder ends it,
+and how it ended is told from what else changed in that revision (an audit record of it: broken; its holder's
+member record: lost; else released). How long a hold waited is known when the view saw its queue entry appear.
+
 After a broken stream the thread reads everything again (a full resync) and watches from there: events lost
 in between cannot matter, because the resync replaces the whole copy. While etcd cannot be read, ``check()``
 raises BackendError, so the API answers 503 rather than serve a copy it cannot vouch for.
@@ -24,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lockd.api.history import Hold, HoldLog
+from lockd.api.profile import Profile, template_of
 from lockd.api.waits import DeadlockTracker, Edge, wait_graph
 from lockd.errors import BackendError
 from lockd.etcd import keys
@@ -46,6 +53,19 @@ class HeldLock:
     lease: int
     seen_at: float | None  # wall time the watch saw the key put; None when found by a full read
     granted: bool = False  # put over an existing key: handed to this holder by the one before (lockd.lock)
+    template: str = ""  # what the profile counts it under (lockd.api.profile.template_of)
+    waited: float | None = None  # seconds from its queue entry's appearance in the view to the start; None: unknown
+
+    def as_hold(self, now: float) -> Hold:
+        """This hold, still in progress, in the history's shape (``ended`` None, ``how`` "held")."""
+        h = self.holder
+        return Hold(0, self.name, self.template, h.member, h.host, h.pid, h.thread, self.token, self.started,
+                    self.waited, None, "held")  # fmt: skip
+
+    @property
+    def started(self) -> float | None:
+        """When the hold began as the history counts it: seen by the watch, else the holder's own word."""
+        return self.seen_at if self.seen_at is not None else self.acquired_at
 
     @property
     def acquired_at(self) -> float | None:
@@ -66,6 +86,7 @@ class QueuedWaiter:
     revision: int
     lease: int
     owner: Holder = Holder(None, None, None, None, None)
+    seen_at: float | None = None  # wall time the watch saw the entry appear; None when found by a full read
 
 
 @dataclass(frozen=True)
@@ -84,9 +105,13 @@ class LockView:
         self,
         client: EtcdClient,
         on_lease_loss: Callable[[str, int], None] = lambda member, locks: None,
+        history: HoldLog | None = None,
+        profile: Profile | None = None,
     ) -> None:
         self._client = client
         self._on_lease_loss = on_lease_loss
+        self.history = history if history is not None else HoldLog()
+        self.profile = profile if profile is not None else Profile()
         self._mutex = threading.Lock()
         self._locks: dict[str, HeldLock] = {}
         self._held_by: dict[str, int] = {}  # member -> locks it holds, kept with _locks (the console asks often)
@@ -188,6 +213,37 @@ class LockView:
         with self._mutex:
             return {name: count for name in self._queues if (count := self._waiters(name))}
 
+    def waiters_by_template(self) -> dict[str, int]:
+        """Waiters now per template (the holder's template, else the folded name), for the profile."""
+        out: dict[str, int] = {}
+        with self._mutex:
+            for name in self._queues:
+                if count := self._waiters(name):
+                    lock = self._locks.get(name)
+                    template = lock.template if lock is not None else template_of(name, _NOBODY)
+                    out[template] = out.get(template, 0) + count
+        return out
+
+    def holding(self, name: str | None = None, template: str | None = None, limit: int = 1000) -> list[HeldLock]:
+        """Held locks (of ``name`` / ``template`` when given), the ``limit`` held longest: the holds in progress."""
+        with self._mutex:
+            if name is not None:
+                found = [lock] if (lock := self._locks.get(name)) is not None else []
+            else:
+                found = [lock for lock in self._locks.values() if template is None or lock.template == template]
+        return heapq.nsmallest(limit, found, key=lambda lock: lock.token)
+
+    def queued_since(self, names: list[str]) -> dict[str, list[float | None]]:
+        """For each of ``names``: when each of its waiters (the holder's own entry left out) was seen to queue."""
+        out = {}
+        with self._mutex:
+            for name in names:
+                lock = self._locks.get(name)
+                own = lock.holder.waiter if lock is not None else None
+                entries = self._queues.get(name, {})
+                out[name] = [entry.seen_at for entry in entries.values() if entry.waiter != own]
+        return out
+
     def _waiters(self, name: str) -> int:
         """Queue entries of ``name`` but the holder's own (kept while held by a holder that came by the queue)."""
         queue = self._queues.get(name)
@@ -251,10 +307,22 @@ class LockView:
         locks_kvs, revision = self._range_all(keys.TOOZ_LOCK_PREFIX, _LOCKS_END, 0)
         queue_kvs, _ = self._range_all(keys.QUEUE_PREFIX, keys.range_end(keys.QUEUE_PREFIX), revision)
         member_kvs, _ = self._range_all(keys.MEMBER_PREFIX, keys.range_end(keys.MEMBER_PREFIX), revision)
-        locks = {lock.name: lock for lock in (_held_lock(kv, None) for kv in locks_kvs)}
+        old_locks, old_queues = self._locks, self._queues
+        locks = {}
+        for kv in locks_kvs:
+            lock = _held_lock(kv, None)
+            before = old_locks.get(lock.name)
+            locks[lock.name] = before if before is not None and before.token == lock.token else lock  # still held
         queues: dict[str, dict[bytes, QueuedWaiter]] = {}
         for kv in queue_kvs:
-            queues.setdefault(keys.queue_name(kv.key), {})[kv.key] = _queued(kv)
+            name = keys.queue_name(kv.key)
+            before_entry = old_queues.get(name, {}).get(kv.key)
+            seen = (
+                before_entry.seen_at
+                if before_entry is not None and before_entry.revision == kv.create_revision
+                else None
+            )
+            queues.setdefault(name, {})[kv.key] = _queued(kv, seen)
         members = {kv.key: m for kv in member_kvs if (m := _member(kv)) is not None}
         with self._mutex:
             self._locks, self._queues, self._members = locks, queues, members
@@ -306,6 +374,9 @@ class LockView:
         now = time.time()
         ended_members: dict[int, set[str]] = {}  # revision -> members whose record went
         dropped: dict[int, dict[str, int]] = {}  # revision -> member -> locks deleted with it
+        started: list[HeldLock] = []
+        ended: list[tuple[HeldLock, int]] = []  # (the hold, the revision that ended it)
+        broken: set[tuple[str, int]] = set()  # (name, token) of every audit record put in this batch
         with self._mutex:
             for event in batch:
                 kv = event.kv
@@ -315,6 +386,7 @@ class LockView:
                         old = self._locks.pop(name, None)
                         if old is not None:
                             self._count(old, -1)
+                            ended.append((old, kv.mod_revision))
                         if old is not None and old.holder.member is not None:
                             per_member = dropped.setdefault(kv.mod_revision, {})
                             per_member[old.holder.member] = per_member.get(old.holder.member, 0) + 1
@@ -322,8 +394,20 @@ class LockView:
                         replaced = self._locks.get(name)
                         if replaced is not None:
                             self._count(replaced, -1)
-                        self._locks[name] = _held_lock(kv, now)
-                        self._count(self._locks[name], 1)
+                        holder = Holder.decode(kv.value)
+                        if replaced is not None and holder.is_lockd and holder.waiter == replaced.holder.waiter:
+                            # the same holder wrote its key again: one hold goes on (with the new token)
+                            lock = HeldLock(
+                                name, holder, kv.mod_revision, kv.lease, replaced.seen_at, replaced.granted,
+                                replaced.template, replaced.waited,
+                            )  # fmt: skip
+                        else:
+                            if replaced is not None:
+                                ended.append((replaced, kv.mod_revision))  # a grant: handed on by its holder
+                            lock = _held_lock(kv, now, holder, self._waited(name, holder, now))
+                            started.append(lock)
+                        self._locks[name] = lock
+                        self._count(lock, 1)
                 elif kv.key.startswith(keys.QUEUE_PREFIX):
                     name = keys.queue_name(kv.key)
                     if event.deleted:
@@ -333,7 +417,9 @@ class LockView:
                             if not queue:
                                 del self._queues[name]
                     else:
-                        self._queues.setdefault(name, {})[kv.key] = _queued(kv)
+                        entries = self._queues.setdefault(name, {})
+                        before = entries.get(kv.key)  # a grant re-puts the next waiter's entry: it queued earlier
+                        entries[kv.key] = _queued(kv, before.seen_at if before is not None else now)
                 elif kv.key.startswith(keys.MEMBER_PREFIX):
                     if event.deleted:
                         old_member = self._members.pop(kv.key, None)
@@ -343,9 +429,12 @@ class LockView:
                         self._members[kv.key] = record
                 elif kv.key.startswith(keys.AUDIT_PREFIX):
                     self.audit_revision = kv.mod_revision
+                    if not event.deleted and (entry := keys.audit_entry(kv.key)) is not None:
+                        broken.add(entry)
                 if kv.mod_revision > self.revision:
                     self.revision = kv.mod_revision
         self.deadlocks.changed()
+        self._record(started, ended, broken, ended_members, now)
         # A member record and that member's locks deleted in the same revision: its lease ended with locks held.
         for revision, members in ended_members.items():
             for member, count in dropped.get(revision, {}).items():
@@ -353,16 +442,58 @@ class LockView:
                     LOG.warning("member %s's lease ended while it held %d lock(s)", member, count)
                     self._on_lease_loss(member, count)
 
+    def _waited(self, name: str, holder: Holder, now: float) -> float | None:
+        """How long a new holder waited: since the view saw its queue entry appear. A lockd holder with no entry
+        took a free lock with an empty queue in one txn (lockd.lock), so it waited for nothing. None: the entry
+        was there before the view's last full read, or the holder is stock tooz (it polls and queues nowhere)."""
+        if not holder.waiter:
+            return None
+        entry = self._queues.get(name, {}).get(keys.queue_key(name, holder.waiter))
+        if entry is None:
+            return 0.0
+        return max(0.0, now - entry.seen_at) if entry.seen_at is not None else None
 
-def _held_lock(kv: KeyValue, seen_at: float | None) -> HeldLock:
-    return HeldLock(
-        keys.lock_name(kv.key), Holder.decode(kv.value), kv.mod_revision, kv.lease, seen_at, granted=kv.version > 1
-    )
+    def _record(
+        self,
+        started: list[HeldLock],
+        ended: list[tuple[HeldLock, int]],
+        broken: set[tuple[str, int]],
+        ended_members: dict[int, set[str]],
+        now: float,
+    ) -> None:
+        """Holds that ended go to the history and the profile, with how they ended (lockd.api.history); those
+        that started count as acquisitions."""
+        for lock, revision in ended:
+            h = lock.holder
+            if (lock.name, lock.token) in broken:
+                how = "broken"
+            elif h.member is not None and h.member in ended_members.get(revision, ()):
+                how = "lost"
+            else:
+                how = "released"
+            start = lock.started
+            owner = (h.member, h.host, h.pid, h.thread)
+            self.history.append(lock.name, lock.template, owner, lock.token, start, lock.waited, now, how)
+            if lock.seen_at is not None:  # a hold found by a full read began at an unknown time
+                self.profile.released(lock.template, max(0.0, now - lock.seen_at))
+        for lock in started:
+            self.profile.acquired(lock.template, lock.waited)
 
 
-def _queued(kv: KeyValue) -> QueuedWaiter:
+_NOBODY = Holder(None, None, None, None, None)
+
+
+def _held_lock(
+    kv: KeyValue, seen_at: float | None, holder: Holder | None = None, waited: float | None = None
+) -> HeldLock:
+    name = keys.lock_name(kv.key)
+    holder = holder if holder is not None else Holder.decode(kv.value)
+    return HeldLock(name, holder, kv.mod_revision, kv.lease, seen_at, kv.version > 1, template_of(name, holder), waited)
+
+
+def _queued(kv: KeyValue, seen_at: float | None = None) -> QueuedWaiter:
     waiter = kv.key.rsplit(b"/", 1)[-1].decode("ascii", "replace")
-    return QueuedWaiter(waiter, kv.create_revision, kv.lease, Holder.decode(kv.value))
+    return QueuedWaiter(waiter, kv.create_revision, kv.lease, Holder.decode(kv.value), seen_at)
 
 
 def _member(kv: KeyValue) -> MemberRecord | None:

@@ -51,6 +51,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--ssl-certfile", help="serve HTTPS with this certificate")
     parser.add_argument("--ssl-keyfile", help="key of --ssl-certfile")
+    parser.add_argument(
+        "--history-holds", type=int, help="finished holds kept for /v1/history (default 100000; 0: none)"
+    )
+    parser.add_argument("--history-seconds", type=float, help="seconds a finished hold is kept (default 3600)")
     parser.set_defaults(func=run)
 
 
@@ -60,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         for name in (
             "backend_url", "lease_ttl", "host", "port", "admin_token", "admin_token_file",
             "state_dir", "status_url", "log_level", "ssl_certfile", "ssl_keyfile", "allowed_hosts",
+            "history_holds", "history_seconds",
         )
     }  # fmt: skip
     settings = load_settings(args.config_file, overrides)

@@ -71,12 +71,23 @@ def _duration(seconds: float | None) -> str:
     return f"{minutes}m {secs:02d}s"
 
 
+def _seconds(seconds: float | None) -> str:
+    """A lock wait or hold: ``0.42ms``, ``12.3ms``, ``1.50s``, then as ``duration``; ``-`` when unknown."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.3g}ms"
+    if seconds < 60:
+        return f"{seconds:.3g}s"
+    return _duration(seconds)
+
+
 def _path_part(text: str) -> str:
     """A path segment with every reserved character escaped, '/' included (lock names may contain it)."""
     return urllib.parse.quote(text, safe="")
 
 
-_templates.filters.update(when=_when, duration=_duration, path_part=_path_part)
+_templates.filters.update(when=_when, duration=_duration, seconds=_seconds, path_part=_path_part)
 # Changes whenever a static file does, so a browser never runs an old script against new pages.
 _ASSETS = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(STATIC_DIR.iterdir()))).hexdigest()[:12]
 _templates.globals.update(assets=_ASSETS, poll_ms=int(POLL_SECONDS * 1000))
@@ -129,3 +140,26 @@ def status_page(request: Request, kind: str, id: str, backend: BackendDep) -> Re
         found, error = None, str(exc)
     status = 404 if found is not None and found.status is None else 200
     return _page(request, "status.html", status, resource=found, kind=kind, id=id, error=error)
+
+
+@router.get("/ui/timeline", response_class=HTMLResponse)
+def timeline_page(
+    request: Request,
+    backend: BackendDep,
+    by: Annotated[str, Query(pattern="^(lock|host)$")] = "lock",
+    minutes: Annotated[int, Query()] = 5,
+    prefix: Annotated[str, Query(max_length=512)] = "",
+) -> Response:
+    """Holds of the last minutes, a row per lock or per host: who took turns, long holds, the queue behind."""
+    if minutes not in snapshot.TIMELINE_MINUTES:
+        raise UsageError(f"minutes must be one of {', '.join(map(str, snapshot.TIMELINE_MINUTES))}")
+    if not all(" " <= ch <= "~" for ch in prefix):
+        raise UsageError("prefix must be printable ASCII")
+    view = snapshot.timeline(backend, minutes, by, prefix)
+    return _page(request, "timeline.html", view=view, choices=snapshot.TIMELINE_MINUTES)
+
+
+@router.get("/ui/hot", response_class=HTMLResponse)
+def hot_page(request: Request, backend: BackendDep) -> Response:
+    """Contention per lock template: where operations wait, and for how long compared with the holds."""
+    return _page(request, "hot.html", view=snapshot.hot_locks(backend))

@@ -8,16 +8,17 @@ statuses are asked of etcd. The same functions serve the full page and its live 
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from lockd.api import readmodel
 from lockd.api.backend import Backend
-from lockd.api.models import BreakOut, LockOut, MemberOut
-from lockd.api.routers.audit import breaks_out
-from lockd.api.routers.locks import lock_out
-from lockd.api.routers.members import members_out
+from lockd.api.history import Hold
+from lockd.api.models import BreakOut, LockOut, MemberOut, TemplateOut
+from lockd.api.readmodel import breaks_out, lock_out, members_out
 from lockd.errors import BackendError
 from lockd.status.model import check_resource
 
@@ -27,6 +28,15 @@ ROWS = 100
 BREAKS = 10
 #: Kinds looked up for an id found in a lock name: Cinder's resources whose ids its lock names carry.
 STATUS_KINDS = ("volume", "snapshot", "backup", "group")
+#: The timeline: rows drawn at most (the most recently active), holds read at most, window lengths offered.
+TIMELINE_ROWS = 30
+TIMELINE_HOLDS = 3000
+TIMELINE_MINUTES = (1, 5, 15, 60)
+#: Templates on the hot-locks page, busiest first.
+HOT_ROWS = 50
+#: Bar colours of the timeline, picked per host (rows per lock) or per template (rows per host); colour-blind
+#: safe (Okabe-Ito), and every bar also names its owner in its tooltip.
+PALETTE = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#f0e442", "#000000")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
@@ -138,3 +148,132 @@ def resources_named_in(backend: Backend, name: str) -> list[Resource]:
     except BackendError:
         return found  # the lock part of the page still shows; the live refresh says etcd is down
     return found
+
+
+# -- timeline and hot locks --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One hold on a row: x and width in thousandths of the window; the wait before it, when known, likewise."""
+
+    x: float
+    width: float
+    wait_x: float | None
+    wait_width: float
+    how: str
+    colour: str
+    title: str
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str  # the lock name or the host
+    bars: list[Bar]
+    waiting: list[tuple[float, float]]  # the queue behind the hold now: (x, width) per waiter, as thin lines
+    last: float  # the row's latest activity (rows are ordered by it, newest first)
+
+
+@dataclass(frozen=True)
+class Timeline:
+    by: str  # "lock" or "host"
+    minutes: int
+    prefix: str
+    start: float
+    now: float
+    rows: list[Row]
+    ticks: list[tuple[float, str]]  # (x in thousandths, "-3m")
+    holds: int  # holds drawn
+    more_rows: int  # rows left out (beyond TIMELINE_ROWS)
+    kept: int  # holds the history keeps (0: history off)
+    error: str | None = None
+
+
+def _colour(key: str | None) -> str:
+    digest = hashlib.blake2s((key or "").encode(), digest_size=2).digest()
+    return PALETTE[int.from_bytes(digest, "big") % len(PALETTE)]
+
+
+def _owner(hold: Hold) -> str:
+    if hold.member is None:
+        return "a stock tooz holder"
+    return f"{hold.member} on {hold.host} pid {hold.pid} thread {hold.thread}"
+
+
+def timeline(backend: Backend, minutes: int, by: str, prefix: str) -> Timeline:
+    """Holds of the last ``minutes`` (finished and in progress) laid out on rows per lock or per host."""
+    now = time.time()
+    start = now - minutes * 60
+    span = now - start
+    ticks = [(1000 * (i / minutes), f"-{minutes - i}m" if minutes - i else "now") for i in range(minutes + 1)]
+    if minutes > 15:
+        ticks = ticks[:: minutes // 6]
+    try:
+        backend.view.check()
+    except BackendError as exc:
+        return Timeline(by, minutes, prefix, start, now, [], ticks, 0, 0, 0, error=str(exc))
+    holds = [h for h in readmodel.recent_holds(backend.view, start, TIMELINE_HOLDS) if h.name.startswith(prefix)]
+    groups: dict[str, list[Hold]] = {}
+    for hold in holds:
+        key = hold.name if by == "lock" else (hold.host or "stock tooz")
+        groups.setdefault(key, []).append(hold)
+    queued = backend.view.queued_since(list(groups)) if by == "lock" else {}
+    rows = []
+    for key, members in groups.items():
+        bars = []
+        last = start
+        for hold in members:
+            begin = max(start, hold.started if hold.started is not None else start)
+            end = hold.ended if hold.ended is not None else now
+            last = max(last, end if hold.ended is not None else now)
+            waited_from = max(start, begin - hold.waited) if hold.waited else None
+            title = (
+                f"{hold.name}: token {hold.token}, {_owner(hold)}; "
+                + (f"waited {hold.waited:.3f}s, " if hold.waited is not None else "")
+                + (
+                    f"held {end - begin:.3f}s, {hold.how}"
+                    if hold.ended is not None
+                    else f"held for {end - begin:.1f}s so far"
+                )
+            )
+            bars.append(
+                Bar(
+                    x=1000 * (begin - start) / span,
+                    width=max(1.0, 1000 * (end - begin) / span),  # a hold of a millisecond still shows
+                    wait_x=1000 * (waited_from - start) / span if waited_from is not None else None,
+                    wait_width=1000 * (begin - waited_from) / span if waited_from is not None else 0.0,
+                    how=hold.how,
+                    colour=_colour(hold.host if by == "lock" else hold.template),
+                    title=title,
+                )
+            )
+        waiting = [
+            (1000 * (max(start, seen) - start) / span, 1000 * (now - max(start, seen)) / span)
+            for seen in queued.get(key, [])
+            if seen is not None
+        ]
+        rows.append(Row(key, sorted(bars, key=lambda bar: bar.x), waiting, last))
+    rows.sort(key=lambda row: (-row.last, row.key))
+    shown = rows[:TIMELINE_ROWS]
+    return Timeline(
+        by, minutes, prefix, start, now, shown, ticks, sum(len(r.bars) for r in shown), len(rows) - len(shown),
+        len(backend.view.history),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class HotLocks:
+    templates: list[TemplateOut]  # busiest first, at most HOT_ROWS
+    total: int
+    samples: int
+    error: str | None = None
+
+
+def hot_locks(backend: Backend) -> HotLocks:
+    """The contention profile (lockd.api.profile), busiest templates first."""
+    try:
+        backend.view.check()
+    except BackendError as exc:
+        return HotLocks([], 0, 0, error=str(exc))
+    profile = readmodel.profile(backend.view)
+    return HotLocks(profile.templates[:HOT_ROWS], len(profile.templates), profile.samples)

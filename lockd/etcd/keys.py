@@ -77,3 +77,11 @@ def status_key(kind: str, resource_id: str) -> bytes:
 
 def audit_key(name: str, revision: int) -> bytes:
     return AUDIT_PREFIX + quote(name) + b"/" + b"%020d" % revision
+
+
+def audit_entry(key: bytes) -> tuple[str, int] | None:
+    """(lock name, token) of a force-break's audit record key (the inverse of ``audit_key``); None for another."""
+    name, sep, token = key[len(AUDIT_PREFIX) :].rpartition(b"/")
+    if not sep or not token.isdigit():
+        return None
+    return unquote(name), int(token)

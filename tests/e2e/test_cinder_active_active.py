@@ -45,5 +45,6 @@ def test_cinder_active_active_on_lockd_is_clean_and_the_file_lock_control_is_not
     assert lockd["requests"] >= 100 and not lockd["stuck"] and not lockd["doubled"] and lockd["ledger_off"] == 0
     assert len(lockd["hosts"]) == 2 and lockd["switches"] > 0, lockd["hosts"]
     assert not lockd["leftover_files"]
+    assert lockd["locks_seen"]["deadlocks"] == [], "the sidecar reported a deadlock in Cinder's workload"
     assert control["ledger_off"] > 0 or control["doubled"], "the control was expected to show the race"
     print(f"\n{last}")

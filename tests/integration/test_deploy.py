@@ -359,6 +359,24 @@ def test_monitoring_files_use_only_metrics_lockd_exports(serve: str) -> None:
                 assert label in exported["lockd_api_requests_total"] | {"job", "instance"}, (label, expr)
 
 
+def test_alert_rules_pass_promtool_check_and_their_unit_tests() -> None:
+    """promtool (Debian's prometheus package; scripts/install-system-deps.sh) checks the rules' syntax and
+    expressions, then runs lockd-alerts.test.yml: the deadlock alert fires after 10 s, the wait alert on a
+    template whose waits are far beyond its holds and not on one whose are not."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must check the alert rules: promtool is missing (apt-get install prometheus)")
+        pytest.skip("promtool is missing: apt-get install prometheus (scripts/install-system-deps.sh does)")
+    monitoring = DEPLOY / "monitoring"
+    for command in (["check", "rules", "lockd-alerts.yml"], ["test", "rules", "lockd-alerts.test.yml"]):
+        done = subprocess.run([promtool, *command], cwd=monitoring, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"promtool {' '.join(command)}:\n{done.stdout}{done.stderr}"
+    rules = yaml.safe_load((monitoring / "lockd-alerts.yml").read_text())
+    names = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+    assert {"LockdDeadlock", "LockdWaitsFarBeyondHolds"} <= names
+
+
 def test_every_file_the_docs_link_under_deploy_exists() -> None:
     """Relative links in deploy/ READMEs point at real files (a moved file breaks the guide, not silently)."""
     for readme in DEPLOY.rglob("*.md"):

@@ -1,1 +1,1 @@
-"""One router per resource: health, locks, members, status, audit, metrics."""
+"""One router per resource: health, locks, members, status, audit, waits, history, profile, metrics."""

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import ValidationError
 
 from lockd.api.deps import BackendDep
-from lockd.api.models import AuditOut, BreakOut
+from lockd.api.models import AuditOut
+from lockd.api.readmodel import breaks_out
 from lockd.lock import validate_name
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -24,13 +24,3 @@ def list_breaks(
     if name is not None:
         name = validate_name(name)
     return AuditOut(breaks=breaks_out(backend.audit(name, limit)))
-
-
-def breaks_out(records: list[dict[str, Any]]) -> list[BreakOut]:
-    breaks = []
-    for item in records:
-        try:
-            breaks.append(BreakOut.model_validate(item))
-        except ValidationError:
-            continue  # not a record lockd wrote; skip rather than fail the whole listing
-    return breaks

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 import pydantic_core
 from fastapi import APIRouter, Query, Response
@@ -11,7 +11,8 @@ from starlette.concurrency import run_in_threadpool
 
 from lockd.api.backend import Backend, NotHeld
 from lockd.api.deps import AdminDep, BackendDep, LockName
-from lockd.api.models import ErrorOut, HolderOut, LockOut, LocksOut
+from lockd.api.models import ErrorOut, LockOut, LocksOut
+from lockd.api.readmodel import lock_out, lock_rows
 from lockd.api.view import HeldLock
 from lockd.errors import UsageError
 
@@ -19,51 +20,6 @@ router = APIRouter(prefix="/v1/locks", tags=["locks"])
 
 _NOT_HELD = {404: {"model": ErrorOut, "description": "the lock is not held"}}
 _BAD_NAME = {422: {"model": ErrorOut, "description": "the name is not 1..512 printable ASCII characters"}}
-
-
-def lock_out(backend: Backend, lock: HeldLock, now: float) -> LockOut:
-    holder = lock.holder
-    ttl = backend.leases.get(lock.lease)
-    return LockOut(
-        name=lock.name,
-        holder=HolderOut(member=holder.member, host=holder.host, pid=holder.pid) if holder.is_lockd else None,
-        token=lock.token,
-        acquired_at=lock.acquired_at,
-        ttl_remaining=ttl.left(now) if ttl is not None else None,
-        waiters=backend.view.waiters(lock.name),
-    )
-
-
-def lock_rows(backend: Backend, locks: list[HeldLock], now: float) -> list[dict[str, Any]]:
-    """What ``lock_out`` gives, for many locks at once, as plain dicts in LockOut's shape.
-
-    Why not LockOut: building and validating a pydantic model per lock cost ~40 us a lock on the
-    benchmark machine, seconds per listing of 100,000 locks (docs/benchmarks.md, admin-scale). Here a
-    lease's time left is computed once per lease (lockd holders share one per process) and the waiter
-    counts are read under one hold of the view's mutex. tests/integration/test_api_locks.py checks that both
-    paths give the same answer.
-    """
-    waiting = backend.view.waiter_counts()
-    ttl: dict[int, float | None] = {}
-    rows = []
-    for lock in locks:
-        lease = lock.lease
-        if lease not in ttl:
-            known = backend.leases.get(lease)
-            ttl[lease] = known.left(now) if known is not None else None
-        holder = lock.holder
-        mine = holder.is_lockd
-        rows.append(
-            {
-                "name": lock.name,
-                "holder": {"member": holder.member, "host": holder.host, "pid": holder.pid} if mine else None,
-                "token": lock.token,
-                "acquired_at": lock.acquired_at,
-                "ttl_remaining": ttl[lease],
-                "waiters": waiting.get(lock.name, 0),
-            }
-        )
-    return rows
 
 
 async def _fresh_leases(backend: Backend, locks: list[HeldLock]) -> None:
