@@ -7,6 +7,7 @@ ports and removes it all when the run ends.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -29,6 +30,29 @@ class LocalEtcd(EmbeddedEtcd):
         logging.getLogger("lockd.embedded").setLevel(logging.ERROR)
         return super().start()
 
+    @property
+    def pid(self) -> int | None:
+        """The etcd process's id while it runs (for its CPU time, ``cpu_seconds``)."""
+        return self.proc.pid if self.proc is not None else None
+
     def stop(self, timeout: float = 15.0) -> None:
         super().stop(timeout)
         self._dir.cleanup()
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds the process ``pid`` has used so far (``/proc/<pid>/stat``), None if unknown.
+
+    The bench reads it only for the etcd it started itself: an etcd given by ``--backend-url`` may be remote or
+    shared, and a pid found by its name could be somebody else's, so its CPU is reported as unknown.
+    """
+    if pid is None:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Fields after the command name, which is in parentheses and may itself hold spaces or parentheses;
+    # utime and stime are fields 14 and 15 of the whole line (proc(5)), in clock ticks.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

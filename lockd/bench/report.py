@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from lockd.bench.result import ScenarioResult
-from lockd.bench.targets import TOOZ
+from lockd.bench.targets import FLOOR, TOOZ
 
 # Per scenario: (metric, header, format, show ratio to stock tooz). Scenarios not listed print every number.
 COLUMNS: dict[str, list[tuple[str, str, str, bool]]] = {
@@ -28,6 +28,17 @@ COLUMNS: dict[str, list[tuple[str, str, str, bool]]] = {
         ("jain", "Jain", "{:.3f}", False),
         ("counter_exact", "counter", "{}", False),
         ("leases_live", "leases", "{}", False),
+        ("etcd_cpu_per_1000", "etcd CPU s/1000 acq", "{:.2f}", True),
+    ],
+    "fleet": [
+        ("threads", "threads", "{}", False),
+        ("acquisitions", "acquisitions", "{}", False),
+        ("acq_per_s", "acq/s", "{:.0f}", True),
+        ("cycle_p50_ms", "cycle p50 ms", "{:.2f}", True),
+        ("cycle_p99_ms", "cycle p99 ms", "{:.2f}", True),
+        ("jain", "Jain", "{:.3f}", False),
+        ("etcd_cpu_per_1000", "etcd CPU s/1000 acq", "{:.2f}", True),
+        ("client_cpu_per_1000", "client CPU s/1000 acq", "{:.2f}", True),
     ],
     "leases": [
         ("cycles", "cycles", "{}", False),
@@ -42,6 +53,8 @@ COLUMNS: dict[str, list[tuple[str, str, str, bool]]] = {
         ("race_winners_max", "max", "{}", False),
         ("loser_calls_mean", "etcd calls/loser", "{:.2f}", False),
         ("loser_call_ms_p50", "loser p50 ms", "{:.2f}", False),
+        ("transition_p50_ms", "fenced p50 ms", "{:.3f}", False),
+        ("vs_one_txn", "vs one-txn", "{:.2f}x", False),
     ],
     "waiters": [
         ("conns_waiting", "conns", "{}", True),
@@ -107,6 +120,11 @@ class Report:
         self.floors.append(
             _ratio_floor("uncontended p50 <= 0.5 x stock tooz", lockd, tooz, "p50_ms", "<=", 0.5, "{:.3f} ms")
         )
+        floor = un.metrics.get(FLOOR) if un is not None else None
+        self.floors.append(
+            _ratio_floor("uncontended p50 <= 1.1 x etcd two-txn floor (issue 25)", lockd, floor, "p50_ms", "<=",
+                         1.1, "{:.3f} ms", "two-txn floor")
+        )  # fmt: skip
         co = self.scenario("contention")
         lockd, tooz = _pair(co)
         self.floors.append(
@@ -172,6 +190,24 @@ class Report:
             one = store["race_winners_min"] == store["race_winners_max"] == 1
             winners = f"{store['race_winners_min']}..{store['race_winners_max']} per round"
             self.floors.append(Floor("status race: exactly one winner", "1 per round", winners, one))
+            from lockd.bench.scenarios.status import ONE_TXN
+            from lockd.bench.status_floor import FLOOR_RATIO
+
+            self.floors.append(
+                _ratio_floor("status fenced transition p50 <= 1.1 x one-txn floor (issue 25)", store,
+                             st.metrics.get(ONE_TXN), "transition_p50_ms", "<=", FLOOR_RATIO, "{:.3f} ms",
+                             "one-txn floor")
+            )  # fmt: skip
+        fl = self.scenario("fleet")
+        lockd, _ = _pair(fl)
+        if fl is not None:
+            from lockd.bench.scenarios.fleet import FLOOR_RATIO as FLEET_RATIO
+
+            size = f"{fl.params['processes']} processes x {fl.params['threads']} threads"
+            self.floors.append(
+                _ratio_floor(f"fleet acq/s >= 0.8 x raw two-txn floor, {size} (issue 25)", lockd,
+                             fl.metrics.get(FLOOR), "acq_per_s", ">=", FLEET_RATIO, "{:.0f}/s", "raw floor")
+            )  # fmt: skip
         le = self.scenario("leases")
         lockd, _ = _pair(le)
         if lockd is None:
@@ -212,7 +248,8 @@ class Report:
         if self.floors:
             lines.append("")
             lines.append(
-                "== floors (issues 2 and 14, and status; against stock measured in this run; information only)"
+                "== floors (issues 2, 14 and 25, and status; against stock tooz or raw etcd measured in this run; "
+                "information only)"
             )
             width = max(len(f.name) for f in self.floors)
             need = max(len(f.required) for f in self.floors)
@@ -231,12 +268,15 @@ def _compare(value: float, op: str, bound: float) -> bool:
     return value <= bound if op == "<=" else value >= bound
 
 
-def _ratio_floor(name: str, lockd: Any, tooz: Any, key: str, op: str, factor: float, fmt: str) -> Floor:
-    required = f"{op} {factor:g} x tooz"
-    if lockd is None or tooz is None or not tooz.get(key):
+def _ratio_floor(
+    name: str, lockd: Any, base: Any, key: str, op: str, factor: float, fmt: str, base_name: str = "tooz"
+) -> Floor:
+    """lockd's ``key`` over ``base``'s (stock tooz, or a raw etcd floor measured in the same run)."""
+    required = f"{op} {factor:g} x {base_name}"
+    if lockd is None or base is None or not base.get(key) or lockd.get(key) is None:
         return Floor(name, required, "-", None)
-    ratio = lockd[key] / tooz[key]
-    measured = f"{fmt.format(lockd[key])} vs {fmt.format(tooz[key])} = {ratio:.2f}x"
+    ratio = lockd[key] / base[key]
+    measured = f"{fmt.format(lockd[key])} vs {fmt.format(base[key])} = {ratio:.2f}x"
     return Floor(name, required, measured, _compare(ratio, op, factor))
 
 

@@ -19,7 +19,7 @@ from lockd.bench.result import ScenarioResult
 from lockd.bench.targets import FLOOR, LOCKD, OSLO, TOOZ, TargetSpec, parse_endpoint
 
 #: Scenario names in the order they run by default; ``--scenario`` picks a subset.
-SCENARIOS = ("uncontended", "contention", "leases", "crash", "status")
+SCENARIOS = ("uncontended", "contention", "leases", "crash", "status", "fleet")
 #: Long scenarios (many minutes at their default sizes) that run only when named.
 EXTRA_SCENARIOS = ("waiters", "admin-scale")
 
@@ -44,16 +44,24 @@ class BenchConfig:
     waiters_fd_floor: bool = True
     serve_timeout: float = 300.0
     admin_locks: int = 100_000
+    fleet_processes: int = 16
+    fleet_threads: int = 2
+    fleet_seconds: float = 3.0
+    fleet_warmup: float = 0.5
+    fleet_rounds: int = 3
 
 
 @contextlib.contextmanager
-def _etcd(config: BenchConfig) -> Iterator[tuple[str, str]]:
-    """(endpoint, how it was obtained): the given backend, or a private etcd stopped on exit."""
+def _etcd(config: BenchConfig) -> Iterator[tuple[str, str, int | None]]:
+    """(endpoint, how it was obtained, pid): the given backend, or a private etcd stopped on exit.
+
+    The pid is known only for the private etcd; a given etcd's CPU is never guessed at (lockd.bench.etcd).
+    """
     if config.backend_url:
-        yield parse_endpoint(config.backend_url), "given by --backend-url"
+        yield parse_endpoint(config.backend_url), "given by --backend-url", None
         return
     with LocalEtcd() as etcd:
-        yield etcd.endpoint, f"private etcd started by the bench ({etcd.binary})"
+        yield etcd.endpoint, f"private etcd started by the bench ({etcd.binary})", etcd.pid
 
 
 def run(config: BenchConfig, progress: bool = False, log: TextIO = sys.stderr) -> Report:
@@ -69,7 +77,10 @@ def run(config: BenchConfig, progress: bool = False, log: TextIO = sys.stderr) -
         if progress:
             print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=log, flush=True)
 
-    with _etcd(config) as (endpoint, origin), tempfile.TemporaryDirectory(prefix="lockd-bench-locks-") as lock_dir:
+    with (
+        _etcd(config) as (endpoint, origin, etcd_pid),
+        tempfile.TemporaryDirectory(prefix="lockd-bench-locks-") as lock_dir,
+    ):
         spec = {kind: TargetSpec(kind, endpoint, config.lease_ttl, lock_dir) for kind in (LOCKD, TOOZ, OSLO, FLOOR)}
         report = Report(
             machine={
@@ -84,7 +95,7 @@ def run(config: BenchConfig, progress: bool = False, log: TextIO = sys.stderr) -
         for name in config.scenarios:
             say(f"scenario {name} ...")
             started = time.monotonic()
-            results = _run_scenario(name, config, spec, say)
+            results = _run_scenario(name, config, spec, etcd_pid, say)
             for result in results:
                 result.params.setdefault("duration_s", round(time.monotonic() - started, 1))
             report.scenarios.extend(results)
@@ -93,7 +104,7 @@ def run(config: BenchConfig, progress: bool = False, log: TextIO = sys.stderr) -
 
 
 def _run_scenario(
-    name: str, config: BenchConfig, spec: dict[str, TargetSpec], say: Callable[[str], None]
+    name: str, config: BenchConfig, spec: dict[str, TargetSpec], etcd_pid: int | None, say: Callable[[str], None]
 ) -> list[ScenarioResult]:
     if name == "waiters":
         from lockd.bench.scenarios import waiters
@@ -110,10 +121,10 @@ def _run_scenario(
         from lockd.bench.scenarios import admin_scale
 
         return [admin_scale.run(spec[LOCKD].endpoint, config.admin_locks, say=say)]
-    return [_run_classic(name, config, spec)]
+    return [_run_classic(name, config, spec, etcd_pid)]
 
 
-def _run_classic(name: str, config: BenchConfig, spec: dict[str, TargetSpec]) -> ScenarioResult:
+def _run_classic(name: str, config: BenchConfig, spec: dict[str, TargetSpec], etcd_pid: int | None) -> ScenarioResult:
     if name == "uncontended":
         from lockd.bench.scenarios import uncontended
 
@@ -122,7 +133,7 @@ def _run_classic(name: str, config: BenchConfig, spec: dict[str, TargetSpec]) ->
         from lockd.bench.scenarios import contention
 
         return contention.run(
-            [spec[LOCKD], spec[TOOZ], spec[OSLO]], config.processes, config.cycles, config.hold_ms / 1000.0
+            [spec[LOCKD], spec[TOOZ], spec[OSLO]], config.processes, config.cycles, config.hold_ms / 1000.0, etcd_pid
         )
     if name == "leases":
         from lockd.bench.scenarios import leases
@@ -136,4 +147,17 @@ def _run_classic(name: str, config: BenchConfig, spec: dict[str, TargetSpec]) ->
         from lockd.bench.scenarios import status
 
         return status.run(spec[LOCKD], config.status_ops, config.status_racers, config.status_rounds)
+    if name == "fleet":
+        from lockd.bench.scenarios import fleet
+
+        # stock tooz last: the leases it never revokes stay in etcd until their TTL, loading the targets after it
+        return fleet.run(
+            [spec[LOCKD], spec[FLOOR], spec[TOOZ]],
+            config.fleet_processes,
+            config.fleet_threads,
+            config.fleet_seconds,
+            config.fleet_warmup,
+            config.fleet_rounds,
+            etcd_pid,
+        )
     raise ValueError(f"unknown scenario {name!r}")

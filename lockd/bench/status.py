@@ -40,9 +40,10 @@ class _CountingClient(EtcdClient):
 
     calls = 0
 
-    def _call(self, path: str, body: dict[str, Any], timeout: float | None = None) -> tuple[dict[str, Any], bool]:
+    def _call(self, path: str, body: dict[str, Any], *args: Any, **kwargs: Any) -> tuple[dict[str, Any], bool]:
+        # Whatever else EtcdClient._call takes (timeout, urgent, deadline, ...) passes through untouched.
         self.calls += 1
-        return super()._call(path, body, timeout)
+        return super()._call(path, body, *args, **kwargs)
 
 
 def _store(backend_url: str) -> EtcdStatusStore:

@@ -17,7 +17,7 @@ from tooz import ToozError
 
 from lockd.errors import UsageError
 
-_SCENARIOS = ("uncontended", "contention", "leases", "crash", "status")
+_SCENARIOS = ("uncontended", "contention", "leases", "crash", "status", "fleet")
 _LONG_SCENARIOS = ("waiters", "admin-scale")  # minutes at their default sizes: only when named
 
 
@@ -60,7 +60,8 @@ def register(subparsers: Any) -> None:
         "bench",
         help="benchmark lockd against stock tooz on the same etcd",
         description="Run lockd and stock tooz (etcd3+http) side by side on one etcd, plus the oslo file lock "
-        "and the raw two-txn etcd floor. Without --backend-url a private etcd is started on loopback.",
+        "and the raw etcd floors (two txns per lock cycle, one per status transition). Without --backend-url a "
+        "private etcd is started on loopback.",
     )
     p.add_argument("--backend-url", help="lockd+etcd3+http://HOST:PORT of an etcd to use (default: start one)")
     p.add_argument(
@@ -102,6 +103,25 @@ def register(subparsers: Any) -> None:
         "--admin-locks", type=_positive_int, default=100_000,
         help="admin-scale scenario: locks held while lockd serve is measured (default 100000)",
     )  # fmt: skip
+    p.add_argument(
+        "--fleet-processes", type=_positive_int, default=16, help="fleet scenario: worker processes (default 16)"
+    )
+    p.add_argument(
+        "--fleet-threads", type=_positive_int, default=2,
+        help="fleet scenario: threads per process, each on a lock name of its own (default 2)",
+    )  # fmt: skip
+    p.add_argument(
+        "--fleet-seconds", type=_seconds(0.1), default=3.0,
+        help="fleet scenario: counted seconds per target, split over the rounds (default 3)",
+    )  # fmt: skip
+    p.add_argument(
+        "--fleet-warmup", type=_seconds(0.0), default=0.5,
+        help="fleet scenario: seconds run but not counted at the start of each round (default 0.5)",
+    )  # fmt: skip
+    p.add_argument(
+        "--fleet-rounds", type=_positive_int, default=3,
+        help="fleet scenario: rounds in which the targets take turns, order rotated (default 3)",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
     p.add_argument("--plot", metavar="FILE.png", help="also write a PNG of latency distributions and fairness")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -140,6 +160,11 @@ def run(args: argparse.Namespace) -> int:
         waiters_fd_floor=not args.no_fd_floor,
         serve_timeout=args.serve_timeout,
         admin_locks=args.admin_locks,
+        fleet_processes=args.fleet_processes,
+        fleet_threads=args.fleet_threads,
+        fleet_seconds=args.fleet_seconds,
+        fleet_warmup=args.fleet_warmup,
+        fleet_rounds=args.fleet_rounds,
     )
     try:
         report = runner.run(config, progress=not args.quiet and not args.json, log=sys.stderr)

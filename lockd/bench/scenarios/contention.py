@@ -11,7 +11,10 @@ Definitions:
   that next holder was already waiting (a real hand-over, not an idle lock);
 - Jain fairness: over per-worker acquisitions inside the contended window, i.e. until the first worker finishes
   its cycles (after that fewer workers compete, and over the whole run every worker has ``cycles``);
-- throughput: all acquisitions over the time from the first request to the last release.
+- throughput: all acquisitions over the time from the first request to the last release;
+- etcd CPU per 1,000 acquisitions: the etcd process's user+system CPU seconds from the start barrier until the
+  last worker finished, per 1,000 acquisitions; only for the etcd the bench started itself (else "n/a").
+  Stock tooz's waiters poll etcd while they wait, lockd's watch: this is where that shows.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from lockd.bench import etcd_admin
+from lockd.bench.etcd import cpu_seconds
 from lockd.bench.result import ScenarioResult
 from lockd.bench.stats import jain, latency_summary
 from lockd.bench.targets import ETCD_LOCKS, TargetSpec
@@ -119,12 +123,18 @@ def analyse(holds: list[Hold], processes: int) -> tuple[dict[str, Any], list[flo
 
 
 def run_target(
-    spec: TargetSpec, processes: int, cycles: int, hold: float, target: Callable[..., None] = worker
+    spec: TargetSpec,
+    processes: int,
+    cycles: int,
+    hold: float,
+    target: Callable[..., None] = worker,
+    etcd_pid: int | None = None,
 ) -> tuple[dict[str, Any], list[float], list]:
     """One target's contention loop: (metrics, handoff samples in seconds, per-worker counts in the window).
 
     ``target`` runs in each spawned process with :func:`worker`'s arguments; another one (a module-level function,
-    so it pickles) may wrap :func:`worker` to trace it (bench/handoff_breakdown.py).
+    so it pickles) may wrap :func:`worker` to trace it (bench/handoff_breakdown.py). ``etcd_pid``: the bench's
+    own etcd, whose CPU time is read around the loop (None: ``etcd_cpu_per_1000`` is "n/a").
     Raises RuntimeError when a worker fails or hangs.
     """
     ctx = multiprocessing.get_context("spawn")
@@ -145,7 +155,8 @@ def run_target(
         for p in procs:
             p.start()
         try:
-            _wait_for_workers(spec.kind, procs, start, results)
+            cpu: list[float | None] = []
+            _wait_for_workers(spec.kind, procs, start, results, on_ready=lambda: cpu.append(cpu_seconds(etcd_pid)))
             deadline = time.monotonic() + 120 + processes * cycles * 0.1
             holds: list = []
             errors: list[str] = []
@@ -158,6 +169,7 @@ def run_target(
                     errors.append(error.strip().splitlines()[-1])
                 else:
                     holds.extend(got)
+            cpu.append(cpu_seconds(etcd_pid))
             if errors:
                 raise RuntimeError(f"{spec.kind}: contention worker failed: {errors[0]}")
             leases_live = len(etcd_admin.lease_ids(spec.endpoint) - leases_before) if spec.kind in ETCD_LOCKS else None
@@ -174,11 +186,21 @@ def run_target(
         metrics["counter_exact"] = metrics["counter"] == processes * cycles
         if leases_live is not None:
             metrics["leases_live"] = leases_live
+        if len(cpu) == 2 and cpu[0] is not None and cpu[1] is not None:
+            metrics["etcd_cpu_s"] = cpu[1] - cpu[0]
+            metrics["etcd_cpu_per_1000"] = (cpu[1] - cpu[0]) * 1000.0 / len(holds)
+        else:
+            metrics["etcd_cpu_per_1000"] = "n/a"
     return metrics, handoffs, counts
 
 
-def _wait_for_workers(kind: str, procs: list[Any], start: Any, results: Any) -> None:
-    """Release the start barrier once every worker waits at it; fail fast when one died on the way."""
+def _wait_for_workers(
+    kind: str, procs: list[Any], start: Any, results: Any, on_ready: Callable[[], object] | None = None
+) -> None:
+    """Release the start barrier once every worker waits at it; fail fast when one died on the way.
+
+    ``on_ready`` is called just before the release, when every worker is connected and none has started.
+    """
     deadline = time.monotonic() + 180
     while start.n_waiting < len(procs) and not start.broken:
         dead = [p for p in procs if p.exitcode is not None]
@@ -186,6 +208,8 @@ def _wait_for_workers(kind: str, procs: list[Any], start: Any, results: Any) -> 
             start.abort()
             break
         time.sleep(0.02)  # polling the barrier: a dead worker would never arrive to break it
+    if on_ready is not None:
+        on_ready()
     try:
         start.wait(10)
     except threading.BrokenBarrierError:
@@ -196,8 +220,13 @@ def _wait_for_workers(kind: str, procs: list[Any], start: Any, results: Any) -> 
         raise RuntimeError(f"{kind}: contention workers did not all start: {reason}") from None
 
 
-def run(specs: list[TargetSpec], processes: int, cycles: int, hold: float) -> ScenarioResult:
-    """Run the contention loop for each target in turn. Raises RuntimeError when a worker fails or hangs."""
+def run(
+    specs: list[TargetSpec], processes: int, cycles: int, hold: float, etcd_pid: int | None = None
+) -> ScenarioResult:
+    """Run the contention loop for each target in turn. Raises RuntimeError when a worker fails or hangs.
+
+    ``etcd_pid`` is the bench's own etcd, for etcd's CPU per 1,000 acquisitions (None: reported as "n/a").
+    """
     result = ScenarioResult(
         "contention",
         f"{processes} processes x {cycles} cycles on one name, {hold * 1000:g} ms hold",
@@ -205,13 +234,15 @@ def run(specs: list[TargetSpec], processes: int, cycles: int, hold: float) -> Sc
     )
     counts_by_target: dict[str, list[int]] = {}
     for spec in specs:
-        metrics, handoffs, counts = run_target(spec, processes, cycles, hold)
+        metrics, handoffs, counts = run_target(spec, processes, cycles, hold, etcd_pid=etcd_pid)
         result.metrics[spec.kind] = metrics
         result.samples[spec.kind] = handoffs
         counts_by_target[spec.kind] = counts
     result.details["window_counts"] = counts_by_target
     result.notes.append(
         "handoff = release start -> next waiter's acquire; Jain over per-worker acquisitions until the first "
-        "worker finished; leases_live = etcd leases added while all workers were still connected"
+        "worker finished; leases_live = etcd leases added while all workers were still connected; etcd CPU = the "
+        "bench's etcd process's user+system seconds from the start barrier to the last worker's end, per 1,000 "
+        "acquisitions (n/a: an etcd the bench did not start)"
     )
     return result

@@ -4,6 +4,9 @@ The status store's benchmark lives with its author's module (``lockd/bench/statu
 on the same etcd and turns its answer into table rows: lockd's store against stock etcd3gw's get+replace (atomic,
 no fencing) and get+put (what a read-then-write does: racy). If that module is missing or fails, the scenario is
 skipped with a note and the rest of the run stands.
+
+In the same run, ``lockd.bench.status_floor`` times one fenced transition against a raw txn of the same shape
+(issue 25's one-txn floor): the ``fenced p50`` column, lockd's row against the ``etcd one-txn floor`` row.
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from lockd.bench import status_floor
 from lockd.bench.result import ScenarioResult
 from lockd.bench.targets import TargetSpec
 
 STORE = "lockd-status"
 REPLACE = "etcd3gw get+replace"
 NAIVE = "etcd3gw get+put"
+ONE_TXN = "etcd one-txn floor"
 
 
 def _find() -> Any:
@@ -68,4 +73,28 @@ def run(spec: TargetSpec, ops: int, racers: int, rounds: int) -> ScenarioResult:
         f"lockd store / get+replace = {answer['ratio']['vs_get_replace']:.2f}x; a race must have exactly one "
         "winner per round (get+put, not atomic, lets several through)"
     )
+    _add_one_txn_floor(result, spec, ops)
     return result
+
+
+def _add_one_txn_floor(result: ScenarioResult, spec: TargetSpec, ops: int) -> None:
+    """Fenced transition p50 and the raw one-txn floor's, measured now on the same etcd (module doc)."""
+    try:
+        floor = status_floor.measure(spec, ops)
+    except Exception as exc:  # keep the status figures already measured; say why the floor is missing
+        result.notes.append(f"one-txn floor failed: {type(exc).__name__}: {exc}")
+        return
+    store = result.metrics[STORE]
+    store["transition_p50_ms"] = floor["transition"]["p50_ms"]
+    store["transition_p99_ms"] = floor["transition"]["p99_ms"]
+    store["vs_one_txn"] = floor["ratio"]
+    result.metrics[ONE_TXN] = {
+        "transition_p50_ms": floor["one_txn"]["p50_ms"],
+        "transition_p99_ms": floor["one_txn"]["p99_ms"],
+    }
+    result.details["one_txn_floor"] = floor
+    result.notes.append(
+        f"fenced p50: one compare_and_set(fence=held lockd lock) against a raw gateway txn of the same shape "
+        f"(2 compares, a put of the same {floor['value_bytes']}-byte record), {ops} each, interleaved: "
+        f"{floor['ratio']:.2f}x"
+    )
