@@ -421,8 +421,9 @@ class Mutex:
         self, session: Session, token: int, queue_key: bytes | None, successors: list[tuple[bytes, bytes]]
     ) -> bool | None:
         """Hand the lock to the oldest lockd waiter in the release itself; None when there is none to hand it to
-        (no waiter, one of an older lockd that takes for itself, the one we knew of left, the read failed): then
-        the caller reads again or deletes our key as before.
+        (no waiter, one of an older lockd that takes for itself, the one we knew of left): then the caller reads
+        again or deletes our key as before. A read or grant that etcd did not answer raises BackendError, with our
+        key left to the session to delete: a release makes at most one request that waits on every member.
 
         Only a holder that came through the queue tries (it waited, so the lock is contended); a holder that took
         a free lock at once releases as before, with no read. The successor is the first of ``successors`` (what
@@ -440,7 +441,10 @@ class Mutex:
             try:
                 entries, _ = client.range(self._queue_prefix, self._queue_end, **_OLDEST)
             except BackendError:
-                return None
+                # Every member failed the read already: a delete now would most likely wait as long again, so the
+                # release ends here, as an unanswered release does (the session deletes our key when it can).
+                session.delete_later((self.key, [cmp_mod(self.key, token)]), (queue_key, []))
+                raise
             successors = [(kv.key, kv.value) for kv in entries if kv.key != queue_key]
         if not successors:
             return None

@@ -9,7 +9,7 @@ import time
 import pytest
 import tooz.coordination
 
-from lockd.errors import BackendError
+from lockd.errors import BackendError, BackendTimeout
 from lockd.etcd import keys
 from lockd.etcd.client import EtcdClient
 from lockd.force_break import break_lock
@@ -468,3 +468,39 @@ def test_a_break_at_another_token_frees_nothing(coordinator, etcd_url, lock_name
     finally:
         client.close()
     assert lock.release() is False
+
+
+def test_a_release_whose_queue_read_fails_ends_there(coordinator, etcd_url, lock_name, monkeypatch) -> None:
+    """A holder that came through the queue and knows no successor reads the queue before it releases. When etcd
+    does not answer that read (every member tried), the release raises at once and leaves the key to the session,
+    instead of waiting as long again on a delete: a release makes at most one request that waits on every member
+    (the nemesis's bound for a release). The session deletes the key as soon as etcd answers."""
+    first, second = coordinator.get_lock(lock_name), coordinator.get_lock(lock_name)
+    assert first.acquire()
+    got: list[bool] = []
+    waiting = threading.Thread(target=lambda: got.append(second.acquire(blocking=30)))
+    waiting.start()
+    wait_for(lambda: len(queue_entries(etcd_url, lock_name)) == 1, 10, "the second to queue")
+    first.release()
+    waiting.join(30)
+    assert got == [True]
+    sent = _txns_by_thread(monkeypatch)
+    real_range = EtcdClient.range
+
+    def unanswered(self, *args, **kwargs):
+        raise BackendTimeout("etcd did not answer (injected)")
+
+    monkeypatch.setattr(EtcdClient, "range", unanswered)
+    with pytest.raises(BackendError):
+        second.release()
+    assert sent.get(threading.get_ident(), []) == [], "a delete was sent after the read had failed"
+    monkeypatch.setattr(EtcdClient, "range", real_range)
+    wait_for(lambda: etcd_client_get(etcd_url, keys.lock_key(lock_name)) is None, 10, "the session to delete the key")
+
+
+def etcd_client_get(url: str, key: bytes):
+    client = etcd_client(url)
+    try:
+        return client.get(key)
+    finally:
+        client.close()
