@@ -42,7 +42,7 @@ from typing import Any
 
 from lockd.errors import BackendError, BackendTimeout, DeadlineExceeded, ResourceExhausted
 from lockd.etcd import answers
-from lockd.etcd.pool import ConnectionPool, exhausted
+from lockd.etcd.pool import Connection, ConnectionPool, exhausted
 from lockd.etcd.tls import TLSFiles
 from lockd.etcd.watch import Inbox, Watch, WatchHub
 from lockd.etcd.wire import KeyValue, b64
@@ -153,7 +153,7 @@ class EtcdClient:
         host, port = self.options.endpoints[index]
         if self.tls is not None:
             return self.tls.connection(index, host, port, timeout)
-        return http.client.HTTPConnection(host, port, timeout=timeout)
+        return Connection(host, port, timeout=timeout)
 
     def connections(self) -> int:
         """Connections this client keeps open now (idle pooled ones and watch streams): tests, the bench."""

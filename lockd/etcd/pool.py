@@ -36,6 +36,31 @@ from collections.abc import Callable, Iterator
 
 from lockd.errors import ResourceExhausted
 
+
+class OneSend:
+    """Send a request's head and body in one write (mixed into ``http.client`` connections).
+
+    ``http.client`` writes the head and then the body: two segments per request, so etcd's gateway wakes for the
+    head and reads again for the body. Every lock call is one or two small POSTs, and one write was 0.09 ms faster
+    per acquire + release on loopback (2.28 against 2.37 ms p50, ten alternating batches of 300, 2026-12-07).
+    This overrides a private method of the standard library's connection (stable since Python 3.6); any body
+    that is not plain bytes goes the library's own way.
+    """
+
+    def _send_output(self, message_body: object = None, encode_chunked: bool = False) -> None:
+        if isinstance(message_body, bytes) and not encode_chunked:
+            self._buffer.extend((b"", b""))  # type: ignore[attr-defined]
+            head = b"\r\n".join(self._buffer)  # type: ignore[attr-defined]
+            del self._buffer[:]  # type: ignore[attr-defined]
+            self.send(head + message_body)  # type: ignore[attr-defined]
+            return
+        super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
+
+
+class Connection(OneSend, http.client.HTTPConnection):
+    """A plain HTTP connection to one etcd member."""
+
+
 #: errno values of "this process cannot open another connection now", which no other member would change.
 EXHAUSTION = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
