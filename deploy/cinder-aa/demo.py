@@ -575,8 +575,9 @@ def watching_locks(sidecar: str, interval: float = 0.25) -> Iterator[dict[str, A
     """Poll a lockd sidecar's ``GET /v1/locks`` (what ``lockd locks`` shows) while the block runs.
 
     Fills: samples taken, the most locks held at once, the most waiters queued behind one lock, the busiest
-    sample, which processes (host/pid) held the ledger lock (both services, in turn, if they interleave), and the
-    deadlocks the sidecar reported (``GET /v1/deadlocks``: open, or resolved meanwhile; none is expected).
+    sample, which processes (host/pid) held the ledger lock (both services, in turn, if they interleave), the
+    deadlocks the sidecar reported (``GET /v1/deadlocks``: open, or resolved meanwhile; none is expected), and its
+    contention profile per lock template at the end (``GET /v1/profile``).
     """
     seen: dict[str, Any] = {
         "samples": 0,
@@ -619,6 +620,10 @@ def watching_locks(sidecar: str, interval: float = 0.25) -> Iterator[dict[str, A
             seen["deadlocks"] = [d["id"] for d in found["deadlocks"] + found["resolved"]]
         except (httpx.HTTPError, ValueError, KeyError) as exc:
             seen["deadlocks"] = [f"unknown: {exc!r}"]
+        try:  # which lock templates serialised the run (GET /v1/profile: what `lockd profile` prints)
+            seen["profile"] = httpx.get(f"{sidecar}/v1/profile", timeout=5).json()["templates"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            seen["profile"] = []
 
 
 # -- the demo's etcd, and its rolling upgrade (--etcd-upgrade) -----------------------------------------------------
@@ -924,13 +929,24 @@ def summary(lockd: Outcome | None, control: Outcome | None, upgrade: bool = Fals
     return ok, f"{title}: " + "; ".join(parts)
 
 
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
 def report(outcome: Outcome) -> None:
     log(
         f"{outcome.mode}: {outcome.requests} requests in {outcome.seconds:.0f}s; driver operations per service "
         f"{outcome.hosts}, {outcome.switches} switches between services in their order of start"
     )
     if outcome.locks_seen:
-        log(f"{outcome.mode}: lockd sidecar's /v1/locks during the run: {outcome.locks_seen}")
+        profile = outcome.locks_seen.get("profile", [])
+        log(f"{outcome.mode}: lockd sidecar's /v1/locks during the run: {dict(outcome.locks_seen, profile='below')}")
+        for row in profile:
+            log(
+                f"{outcome.mode}: profile {row['template']}: {row['acquisitions']} acquisitions, wait p50/p99 "
+                f"{_ms(row['wait_p50'])}/{_ms(row['wait_p99'])}, hold p50/p99 {_ms(row['hold_p50'])}/"
+                f"{_ms(row['hold_p99'])}"
+            )
     for what in [f.name for f in dataclasses.fields(Outcome) if f.type.startswith(("list", "dict[str, str]"))]:
         items = getattr(outcome, what)
         for item in list(items.items() if isinstance(items, dict) else items)[:10]:
