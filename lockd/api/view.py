@@ -31,7 +31,7 @@ from typing import Any
 
 from lockd.api.history import Hold, HoldLog
 from lockd.api.profile import Profile, template_of
-from lockd.api.waits import DeadlockTracker, Edge, wait_graph
+from lockd.api.waits import DeadlockTracker, Edge, KeptGraph, wait_graph
 from lockd.errors import BackendError
 from lockd.etcd import keys
 from lockd.etcd.client import EtcdClient, KeyValue, b64
@@ -124,7 +124,8 @@ class LockView:
         self._stop = threading.Event()
         self._stream: Watch | None = None
         self._thread = threading.Thread(target=self._run, name="lockd-api-view", daemon=True)
-        self.deadlocks = DeadlockTracker(self.wait_edges)
+        self.graph = KeptGraph(self)  # drawn once per revision for the deadlock check, the API and the console
+        self.deadlocks = DeadlockTracker(self.graph.edges)
         self._detector = threading.Thread(
             target=self.deadlocks.run, args=(self._stop,), name="lockd-api-deadlocks", daemon=True
         )

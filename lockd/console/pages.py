@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import shlex
 import urllib.parse
 from pathlib import Path
 from typing import Annotated
@@ -88,6 +89,8 @@ def _path_part(text: str) -> str:
 
 
 _templates.filters.update(when=_when, duration=_duration, seconds=_seconds, path_part=_path_part)
+# An owner in the words of `lockd deadlocks`; a lock name quoted for a shell, as a command to copy.
+_templates.filters.update(owner=snapshot.owner_label, shell=shlex.quote)
 # Changes whenever a static file does, so a browser never runs an old script against new pages.
 _ASSETS = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(STATIC_DIR.iterdir()))).hexdigest()[:12]
 _templates.globals.update(assets=_ASSETS, poll_ms=int(POLL_SECONDS * 1000))
@@ -107,10 +110,12 @@ def overview_page(
     backend: BackendDep,
     prefix: Annotated[str, Query(max_length=512)] = "",
 ) -> Response:
-    """Held locks (longest held first, filtered by name prefix), members, recent force-breaks."""
+    """Held locks (longest held first, filtered by name prefix), members, recent force-breaks; and, above them
+    while one is open, every deadlock (the same report as the Waits page), its locks and owners marked below."""
     if not all(" " <= ch <= "~" for ch in prefix):
         raise UsageError("prefix must be printable ASCII")
-    return _page(request, "overview.html", view=snapshot.overview(backend, prefix))
+    view = snapshot.overview(backend, prefix)
+    return _page(request, "overview.html", view=view, deadlocks=snapshot.deadlocks(backend))
 
 
 @router.get("/ui/locks/{name:path}", response_class=HTMLResponse)
@@ -163,3 +168,9 @@ def timeline_page(
 def hot_page(request: Request, backend: BackendDep) -> Response:
     """Contention per lock template: where operations wait, and for how long compared with the holds."""
     return _page(request, "hot.html", view=snapshot.hot_locks(backend))
+
+
+@router.get("/ui/waits", response_class=HTMLResponse)
+def waits_page(request: Request, backend: BackendDep) -> Response:
+    """Who waits for whom across hosts, the deadlocks in it with the lock to break, and the last that ended."""
+    return _page(request, "waits.html", view=snapshot.waits(backend))

@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from lockd.api import readmodel
 from lockd.api.backend import Backend
 from lockd.api.history import Hold
-from lockd.api.models import BreakOut, LockOut, MemberOut, TemplateOut
+from lockd.api.models import BreakOut, LockOut, MemberOut, OwnerOut, ResolvedDeadlockOut, TemplateOut, WaitEdgeOut
 from lockd.api.readmodel import breaks_out, lock_out, members_out
 from lockd.errors import BackendError
 from lockd.status.model import check_resource
@@ -34,6 +35,9 @@ TIMELINE_HOLDS = 3000
 TIMELINE_MINUTES = (1, 5, 15, 60)
 #: Templates on the hot-locks page, busiest first.
 HOT_ROWS = 50
+#: The Waits page: edges of the wait-for graph listed (the ones waiting longest), deadlocks that ended listed.
+WAIT_ROWS = 100
+RESOLVED_ROWS = 20
 #: Bar colours of the timeline, picked per host (rows per lock) or per template (rows per host); colour-blind
 #: safe (Okabe-Ito), and every bar also names its owner in its tooltip.
 PALETTE = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#f0e442", "#000000")
@@ -189,9 +193,17 @@ class Timeline:
     error: str | None = None
 
 
-def _colour(key: str | None) -> str:
-    digest = hashlib.blake2s((key or "").encode(), digest_size=2).digest()
-    return PALETTE[int.from_bytes(digest, "big") % len(PALETTE)]
+def _colours(keys: Iterable[str | None]) -> dict[str | None, str]:
+    """A colour per key (host or template): its hashed colour, or the next one free when a key before it (in
+    sorted order) has it, so up to len(PALETTE) keys on one page never share a colour: two hosts taking turns
+    on a lock must look different. Stable while the set of keys is (a page refreshes every second)."""
+    out: dict[str | None, str] = {}
+    for key in sorted(set(keys), key=lambda k: k or ""):
+        digest = hashlib.blake2s((key or "").encode(), digest_size=2).digest()
+        start = int.from_bytes(digest, "big") % len(PALETTE)
+        free = [PALETTE[(start + i) % len(PALETTE)] for i in range(len(PALETTE))]
+        out[key] = next((c for c in free if c not in out.values()), PALETTE[start])
+    return out
 
 
 def _owner(hold: Hold) -> str:
@@ -218,6 +230,7 @@ def timeline(backend: Backend, minutes: int, by: str, prefix: str) -> Timeline:
         key = hold.name if by == "lock" else (hold.host or "stock tooz")
         groups.setdefault(key, []).append(hold)
     queued = backend.view.queued_since(list(groups)) if by == "lock" else {}
+    colours = _colours(hold.host if by == "lock" else hold.template for hold in holds)
     rows = []
     for key, members in groups.items():
         bars = []
@@ -243,7 +256,7 @@ def timeline(backend: Backend, minutes: int, by: str, prefix: str) -> Timeline:
                     wait_x=1000 * (waited_from - start) / span if waited_from is not None else None,
                     wait_width=1000 * (begin - waited_from) / span if waited_from is not None else 0.0,
                     how=hold.how,
-                    colour=_colour(hold.host if by == "lock" else hold.template),
+                    colour=colours[hold.host if by == "lock" else hold.template],
                     title=title,
                 )
             )
@@ -277,3 +290,91 @@ def hot_locks(backend: Backend) -> HotLocks:
         return HotLocks([], 0, 0, error=str(exc))
     profile = readmodel.profile(backend.view)
     return HotLocks(profile.templates[:HOT_ROWS], len(profile.templates), profile.samples)
+
+
+# -- who waits for whom, and deadlocks ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CycleEdge:
+    """One step of a deadlock: ``waiter`` waits for ``lock``, held by ``holder`` (the next step's waiter)."""
+
+    waiter: OwnerOut
+    lock: str
+    holder: OwnerOut
+    suggested: bool  # ``lock`` is the one to break
+
+
+@dataclass(frozen=True)
+class OpenDeadlock:
+    id: str
+    since: float
+    lasted: float  # seconds, up to the page's making
+    edges: list[CycleEdge]  # in cycle order
+    suggested_break: str
+
+
+@dataclass(frozen=True)
+class Deadlocks:
+    """The deadlocks now, the last that ended, and what a page marks: every lock and process in an open cycle."""
+
+    open: list[OpenDeadlock]
+    resolved: list[ResolvedDeadlockOut]  # newest first, at most RESOLVED_ROWS
+    locks: frozenset[str]
+    processes: frozenset[tuple[str | None, str | None, int | None]]  # (member, host, pid) with a thread in a cycle
+    now: float
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Waits:
+    deadlocks: Deadlocks
+    edges: list[WaitEdgeOut]  # the WAIT_ROWS waiting longest, longest first
+    total: int  # edges in the graph
+    cycle_edges: frozenset[tuple[str, str]]  # (lock, waiter's label) of every edge in an open cycle, to mark rows
+
+
+def owner_label(owner: OwnerOut) -> str:
+    """How a page names an owner: the same words as ``lockd deadlocks`` and the sidecar's log."""
+    if owner.member is None:
+        return "a stock tooz holder"
+    return f"{owner.member} (host {owner.host}, pid {owner.pid}, thread {owner.thread})"
+
+
+def deadlocks(backend: Backend) -> Deadlocks:
+    """The deadlock tracker's report (lockd.api.waits) as the console shows it: each cycle as its edges.
+
+    No I/O and no graph walk: the tracker keeps the cycles it found, so the overview can show them on every
+    refresh for nothing when there are none.
+    """
+    now = time.time()
+    try:
+        backend.view.check()
+    except BackendError as exc:
+        return Deadlocks([], [], frozenset(), frozenset(), now, error=str(exc))
+    report = readmodel.deadlocks(backend.view)
+    found = []
+    for d in report.deadlocks:
+        owners = d.owners
+        steps = [
+            CycleEdge(owner, lock, owners[(i + 1) % len(owners)], lock == d.suggested_break)
+            for i, (owner, lock) in enumerate(zip(owners, d.locks, strict=True))
+        ]
+        found.append(OpenDeadlock(d.id, d.since, max(0.0, now - d.since), steps, d.suggested_break))
+    return Deadlocks(
+        found,
+        report.resolved[:RESOLVED_ROWS],
+        frozenset(lock for d in report.deadlocks for lock in d.locks),
+        frozenset((o.member, o.host, o.pid) for d in report.deadlocks for o in d.owners),
+        now,
+    )
+
+
+def waits(backend: Backend) -> Waits:
+    """The Waits page: the deadlocks, and who waits for whom (the WAIT_ROWS edges waiting longest)."""
+    found = deadlocks(backend)
+    if found.error is not None:
+        return Waits(found, [], 0, frozenset())
+    total, edges = readmodel.longest_waits(backend.view, WAIT_ROWS)
+    marked = frozenset((e.lock, owner_label(e.waiter)) for d in found.open for e in d.edges)
+    return Waits(found, edges, total, marked)

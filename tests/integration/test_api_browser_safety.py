@@ -51,6 +51,7 @@ def test_a_foreign_host_header_is_refused_with_a_reason_and_changes_nothing(
     foreign = {"Host": host}
     for answer in (
         http.get("/", headers=foreign),
+        http.get("/ui/waits", headers=foreign),
         http.get("/v1/locks", headers=foreign),
         http.delete(f"/v1/locks/{lock_name}", headers={**AUTH, **foreign}),  # even with the right token
         http.post(
@@ -90,8 +91,8 @@ def test_host_rules_follow_the_bind_address() -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/", "/v1/locks", "/healthz", "/docs", "/docs/assets/swagger-ui-bundle.js", "/ui/static/console.js",
-             "/nowhere"],
+    "path", ["/", "/ui/waits", "/v1/locks", "/v1/waits", "/healthz", "/docs", "/docs/assets/swagger-ui-bundle.js",
+             "/ui/static/console.js", "/nowhere"],
 )  # fmt: skip
 def test_every_answer_forbids_framing_and_foreign_assets(http: httpx.Client, path: str) -> None:
     answer = http.get(path)

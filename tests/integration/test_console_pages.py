@@ -143,3 +143,53 @@ def test_names_are_escaped(http, coordinator, lock_name: str) -> None:
     page = wait_for(lambda: (t := _listed(http, lock_name)) and 'data-total="1"' in t and t, what="the lock's row")
     assert "<script>alert" not in page and html.escape(name).replace("&quot;", "&#34;") in page
     lock.release()
+
+
+def test_a_deadlock_is_on_the_waits_page_and_in_the_overviews_banner_until_broken(
+    http, etcd_url: str, lock_name: str
+) -> None:
+    """Two threads of two sessions in a cycle (the processes' case is tests/browser/test_deadlocks.py): both
+    pages name the lock to break and the command, mark both locks; after the break the cycle is listed as ended."""
+    a, b = f"{lock_name}-a", f"{lock_name}-b"
+    coords = [
+        tooz.coordination.get_coordinator(etcd_url, f"console-dl-{i}-{uuid.uuid4().hex[:6]}".encode()) for i in (1, 2)
+    ]
+    for coord in coords:
+        coord.start(start_heart=True)
+    held = [coords[0].get_lock(a), coords[1].get_lock(b)]
+    wanted = [coords[0].get_lock(b), coords[1].get_lock(a)]
+    both = threading.Barrier(2)
+
+    def cross(i: int) -> None:  # owners are threads: each takes its first lock and waits in the same thread
+        assert held[i].acquire()
+        both.wait()
+        if wanted[i].acquire():
+            wanted[i].release()
+        held[i].release()  # False for the one broken
+
+    threads = [threading.Thread(target=cross, args=(i,), daemon=True) for i in (0, 1)]
+    for thread in threads:
+        thread.start()
+    try:
+        page = wait_for(lambda: (t := http.get("/ui/waits", headers=LIVE).text) and "data-deadlock=" in t and t, 10)
+        youngest = a if held[0].token > held[1].token else b
+        assert f"<code data-command>lockd break {youngest}</code>" in page
+        assert f'class="name in-deadlock suggested" data-lock-name="{youngest}"' in page
+        assert page.count('<tr class="in-deadlock" data-cycle-lock=') == 2
+        overview = http.get("/", params={"prefix": lock_name}).text
+        assert 'id="deadlocks" class="banner"' in overview and f"lockd break {youngest}" in overview
+        assert f'<tr data-lock="{a}" class="in-deadlock">' in overview
+        assert f'<tr data-lock="{b}" class="in-deadlock">' in overview
+        assert TOKEN not in overview
+
+        deadlock_id = page.split('data-deadlock="', 1)[1].split('"', 1)[0]
+        assert http.delete(f"/v1/locks/{youngest}", headers=AUTH).status_code == 204
+        ended = wait_for(
+            lambda: (t := http.get("/ui/waits", headers=LIVE).text) and f'data-resolved="{deadlock_id}"' in t and t, 10
+        )
+        assert "data-no-deadlock" in ended and 'id="deadlocks"' not in http.get("/", headers=LIVE).text
+    finally:
+        for thread in threads:  # after the break both finish; on a failure, stopping the sessions ends them
+            thread.join(15)
+        for coord in coords:
+            coord.stop()
