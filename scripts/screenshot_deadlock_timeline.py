@@ -15,7 +15,7 @@ two hosts would show; everything else is what the sidecar saw.
 - Timeline: node1 and node2 take turns on one volume's lock for about a minute (holds of 0.5 to 3 s, a short
   pause between), while node3 holds another; the page shows the last minute, a row per lock.
 
-    .venv/bin/python scripts/console_screenshots.py [DIR (default docs/img)]
+    .venv/bin/python scripts/screenshot_deadlock_timeline.py [DIR (default docs/img)]
 """
 
 from __future__ import annotations
