@@ -72,7 +72,7 @@ def churn(
     etcd_url: str, workers: list[ChildProcess], processes: int, threads: int, first: str, second: str | None
 ) -> int:
     """Run ``processes`` churn children (tests/deadlock_child.py), started together; the lock cycles they made."""
-    spec = {"mode": "churn", "first": first, "second": second, "threads": threads, "seconds": 6}
+    spec = {"mode": "churn", "first": first, "second": second, "threads": threads, "seconds": 4}
     children = [ChildProcess("-m", "tests.deadlock_child", etcd_url, json.dumps(spec)) for _ in range(processes)]
     workers += children
     for c in children:
