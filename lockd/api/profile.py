@@ -16,6 +16,7 @@ from its watch thread; both are a few dictionary and deque operations.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import sys
@@ -39,9 +40,11 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]
 _HEX = re.compile(r"(?<![0-9A-Za-z])(?=[a-fA-F]*[0-9])[0-9a-fA-F]{8,}(?![0-9A-Za-z])")
 
 
+@functools.lru_cache(maxsize=4096)
 def fold(name: str) -> str:
     """``name`` with every UUID (dashed or not) and every other standalone hex id replaced by ``{id}``: lock
-    names must never become metric labels, and ids are what make them unbounded."""
+    names must never become metric labels, and ids are what make them unbounded. Cached: the view folds a name
+    at every hold, and the same names are taken again and again."""
     if len(name) < 8:
         return name
     return _HEX.sub(ID, _UUID.sub(ID, name))

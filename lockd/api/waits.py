@@ -241,20 +241,20 @@ class DeadlockTracker:
     INTERVAL = 0.5
     _current: dict[str, Deadlock] = field(default_factory=dict)
     _resolved: deque[Resolved] = field(default_factory=deque)
-    _dirty: threading.Event = field(default_factory=threading.Event)
+    _dirty: bool = False  # a flag, not an Event: the loop polls it, and the view sets it for every watch batch
     _mutex: threading.Lock = field(default_factory=threading.Lock)
     _break_tried: set[str] = field(default_factory=set)
     _last: list[Edge] | None = None
 
     def changed(self) -> None:
         """The view changed: look again at the next tick."""
-        self._dirty.set()
+        self._dirty = True
 
     def run(self, stop: threading.Event) -> None:
         """The detection loop (a thread of the view): every INTERVAL, if the view changed since the last look."""
         while not stop.wait(self.INTERVAL):
-            if self._dirty.is_set() or self._breaks_due():
-                self._dirty.clear()
+            if self._dirty or self._breaks_due():
+                self._dirty = False
                 try:
                     edges = self.snapshot()
                     if edges is not self._last:  # the same graph (KeptGraph): the same cycles

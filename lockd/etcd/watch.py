@@ -18,8 +18,18 @@ A :class:`WatchHub` owns the socket to one member and a reader thread that dispa
   change between its read and the watch.
 - A response never splits a revision, so the changes of one txn or one lease expiry arrive together.
 
-A :class:`Watch` is one caller's view: a queue of event batches that its owner iterates with a deadline.
+A :class:`Watch` is one caller's view: a queue of event batches that its owner iterates with a deadline (or its
+owner's own :class:`Inbox`, whose ``put`` runs on the reader thread: lockd.api.view's keeps the batches itself).
 Closing it sends a cancel on the shared stream; nothing else on the stream is disturbed.
+
+Reading: websocket-client opens the connection (handshake, TLS, socket options) and sends; the reader parses
+the frames etcd sends off that socket itself, taking whatever has arrived in one ``recv``. websocket-client's
+own ``recv`` costs three system calls per frame (header, length, payload) and most of the sidecar's CPU under
+load goes to following its watch (bench/serve_cpu.py). The server's frames are unmasked; a ping is answered
+with a pong under the send lock; a close frame ends the stream as EOF does (no close handshake: see close).
+The reader decodes a message's JSON to route it, and leaves each event's key-value record to whoever reads it
+(:class:`Event`): under load the reader wakes for every message, and each of its instructions costs several
+times what it does in a warm loop.
 
 Start revision: a watch from now is "synced" and hears an event within a millisecond. etcd's answer to a creation
 carries the store's revision when the watch began (``Watch.created_at``; a watch from now hears every change after
@@ -50,7 +60,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import websocket
 
@@ -65,24 +75,63 @@ LOG = logging.getLogger(__name__)
 # cannot block on a full send buffer for the minutes of TCP's own retransmission limit.
 _KEEPALIVE = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3), ("TCP_USER_TIMEOUT", 25_000))
 
+# WebSocket opcodes (RFC 6455 section 5.2) and the reader's read size: one recv takes every frame that arrived.
+_CONTINUATION, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+_READ_SIZE = 65536
+#: json.loads without its per-call checks (the reader decodes every message etcd sends; they are UTF-8 JSON).
+_decode = json.JSONDecoder().decode
+
+
+class Event:
+    """One change of a key: ``deleted`` (else a put) and its record, ``kv``.
+
+    From the hub, ``kv`` is decoded from the gateway's JSON when first read, by the thread that reads it: the
+    reader only routes, and a consumer that takes its events in batches (the sidecar's view) decodes them
+    there, not in a wake-up per event (see "Reading" above). Decoding twice from two threads is harmless; a
+    malformed record (etcd sends none) raises ValueError there rather than ending the stream.
+    """
+
+    __slots__ = ("deleted", "_kv", "_json")
+
+    def __init__(self, deleted: bool, kv: KeyValue | None = None, json_kv: dict[str, Any] | None = None) -> None:
+        """Either ``kv``, or ``json_kv``: the event's ``kv`` object as the gateway sent it."""
+        self.deleted = deleted
+        self._kv = kv
+        self._json = json_kv
+
+    @property
+    def kv(self) -> KeyValue:
+        kv = self._kv
+        if kv is None:
+            kv = self._kv = KeyValue.from_json(self._json or {})
+        return kv
+
+    def __repr__(self) -> str:
+        return f"Event(deleted={self.deleted!r}, kv={self.kv!r})"
+
 
 @dataclass(frozen=True)
-class Event:
-    deleted: bool
-    kv: KeyValue
+class End:
+    """The end of a watch, as its inbox receives it (after its last batch)."""
+
+    reason: str
 
 
-#: Where a watch's batches (or its end) are delivered; several watches may share one.
-Inbox = queue.SimpleQueue  # of list[Event] | _End
+class Inbox(Protocol):
+    """Where a watch's batches (or its end) are delivered; several watches may share one. A ``queue.SimpleQueue``,
+    or an owner's object whose ``put`` runs on the hub's reader thread (it must be quick: every watch of the hub
+    waits meanwhile) and whose ``get`` gives its owner's iteration what it should see (lockd.api.view's gives
+    one empty batch per wake-up, and the end)."""
+
+    def put(self, item: list[Event] | End) -> None: ...
+
+    def get(self, *, timeout: float | None = None) -> list[Event] | End:
+        """The next item; raises queue.Empty when none came within ``timeout``."""
+        ...
 
 
 class StreamBroken(Exception):
     """The watch ended (connection closed or aborted, canceled, compacted): re-read, then watch again."""
-
-
-@dataclass(frozen=True)
-class _End:
-    reason: str
 
 
 class Watch:
@@ -108,7 +157,7 @@ class Watch:
         self.created_at = revision
         self._created.set()
 
-    def _deliver(self, item: list[Event] | _End) -> None:
+    def _deliver(self, item: list[Event] | End) -> None:
         self._inbox.put(item)
 
     # -- the owner's side ----------------------------------------------------------------------------------------
@@ -128,14 +177,14 @@ class Watch:
                 item = self._inbox.get(timeout=timeout)
             except queue.Empty:
                 return
-            if isinstance(item, _End):
+            if isinstance(item, End):
                 self._inbox.put(item)  # every later read ends the same way
                 raise StreamBroken(item.reason)
             yield item
 
     def abort(self, reason: str = "aborted") -> None:
         """End the watch from any thread: its owner's iteration ends with StreamBroken."""
-        self._deliver(_End(reason))
+        self._deliver(End(reason))
 
     def close(self) -> None:
         """Cancel the watch on the stream (etcd stops sending its events; the hub sends that once) and end it."""
@@ -278,11 +327,10 @@ class WatchHub:
     def _read(self) -> None:
         reason = "etcd closed the watch stream"
         try:
-            while not self.closed:
-                message = self._ws.recv()
-                if not message:
+            for message in self._messages():
+                if self.closed:
                     break
-                self._dispatch(json.loads(message).get("result") or {})
+                self._dispatch(_decode(message.decode()).get("result") or {})
         except (OSError, websocket.WebSocketException, ValueError) as exc:
             reason = f"watch stream failed: {exc}"
         except Exception:  # a bug here must end the watches, not leave their owners waiting for ever
@@ -291,6 +339,59 @@ class WatchHub:
         finally:
             self.close(reason)
             self._ws.shutdown()  # the socket's only closer (see close); no close handshake
+
+    def _messages(self) -> Iterator[bytes]:
+        """Each message etcd sends, parsed off the socket websocket-client connected (see "Reading" above).
+
+        Ends when etcd closes the stream (EOF or a close frame). Raises OSError when the socket fails and
+        ValueError on a frame a server must not send (masked, or of an unknown opcode).
+        """
+        sock = self._ws.sock
+        buf = bytearray()
+        start = 0  # the first byte of buf not parsed yet
+        fragments: list[bytes] = []  # of a message sent in several frames (continuations)
+        while True:
+            available = len(buf) - start
+            if available >= 2:
+                first, second = buf[start], buf[start + 1]
+                length, head = second & 0x7F, 2
+                if second & 0x80:
+                    raise ValueError("a masked frame from the server")
+                if length == 126:
+                    head = 4
+                    length = int.from_bytes(buf[start + 2 : start + 4], "big") if available >= 4 else -1
+                elif length == 127:
+                    head = 10
+                    length = int.from_bytes(buf[start + 2 : start + 10], "big") if available >= 10 else -1
+                if length >= 0 and available >= head + length:
+                    payload = bytes(buf[start + head : start + head + length])
+                    start += head + length
+                    opcode, fin = first & 0x0F, first & 0x80
+                    if opcode in (_TEXT, _BINARY, _CONTINUATION):
+                        if opcode != _CONTINUATION:
+                            fragments.clear()
+                        if fin and not fragments:
+                            yield payload
+                        else:
+                            fragments.append(payload)
+                            if fin:
+                                yield b"".join(fragments)
+                                fragments.clear()
+                    elif opcode == _PING:
+                        with self._send_mutex:
+                            self._ws.pong(payload)
+                    elif opcode == _CLOSE:
+                        return
+                    elif opcode != _PONG:
+                        raise ValueError(f"a WebSocket frame of unknown opcode {opcode}")
+                    continue
+            if start:
+                del buf[:start]
+                start = 0
+            chunk = sock.recv(_READ_SIZE)
+            if not chunk:
+                return
+            buf += chunk
 
     def _dispatch(self, result: dict[str, Any]) -> None:
         watch_id = int(result.get("watch_id", 0))
@@ -308,7 +409,7 @@ class WatchHub:
             return  # canceled by its owner; etcd may still send what it had queued
         events = result.get("events")
         if events:
-            watch._deliver([Event(ev.get("type") == "DELETE", KeyValue.from_json(ev.get("kv", {}))) for ev in events])
+            watch._deliver([Event(ev.get("type") == "DELETE", json_kv=ev.get("kv")) for ev in events])
         if result.get("canceled") or int(result.get("compact_revision", 0)):
             self._forget(watch)
             reason = result.get("cancel_reason") or f"compacted at {result.get('compact_revision')}"
