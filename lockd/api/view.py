@@ -141,7 +141,10 @@ class LockView:
         self._applying = threading.Lock()  # one thread at a time applies arrived batches (order matters)
         self._thread = threading.Thread(target=self._run, name="lockd-api-view", daemon=True)
         self.graph = KeptGraph(self)  # drawn once per revision for the deadlock check, the API and the console
-        self.deadlocks = DeadlockTracker(self.graph.edges)
+        #: (name, token) of the latest force-breaks the watch saw, so a deadlock that a break ended says so.
+        self._breaks: deque[tuple[str, int]] = deque(maxlen=1000)
+        self._breaks_lock = threading.Lock()  # the detector's thread reads them while the watch's adds
+        self.deadlocks = DeadlockTracker(self.graph.edges, was_broken=self._was_broken)
         self._detector = threading.Thread(
             target=self.deadlocks.run, args=(self._stop,), name="lockd-api-deadlocks", daemon=True
         )
@@ -169,6 +172,10 @@ class LockView:
     def wait_first_read(self, timeout: float = _FIRST_SYNC_WAIT) -> bool:
         """Block until the first read of etcd succeeded or failed (startup only; handlers never block)."""
         return self._synced.wait(timeout)
+
+    def _was_broken(self, name: str, token: int) -> bool:
+        with self._breaks_lock:
+            return (name, token) in self._breaks
 
     def check(self) -> None:
         """Raises BackendError when the copy cannot be trusted (etcd unreadable, or never read yet). No I/O.
@@ -478,6 +485,9 @@ class LockView:
                         broken.add(entry)
                 if kv.mod_revision > self.revision:
                     self.revision = kv.mod_revision
+        if broken:
+            with self._breaks_lock:
+                self._breaks.extend(broken)
         self.deadlocks.changed()
         self._record(started, ended, broken, ended_members, now)
         # A member record and that member's locks deleted in the same revision: its lease ended with locks held.

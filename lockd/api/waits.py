@@ -238,6 +238,8 @@ class DeadlockTracker:
     #: Break a deadlock's suggested hold once it lasted this long (None: never; the operator does): see the module.
     break_after: float | None = None
     breaker: Callable[[Deadlock], None] | None = None
+    #: Whether the hold (lock name, token) was force-broken (the view's audit records): how a deadlock ended.
+    was_broken: Callable[[str, int], bool] = lambda name, token: False
     INTERVAL = 0.5
     _current: dict[str, Deadlock] = field(default_factory=dict)
     _resolved: deque[Resolved] = field(default_factory=deque)
@@ -299,7 +301,7 @@ class DeadlockTracker:
                     )
             for key in [key for key in self._current if key not in rings]:
                 gone = self._current.pop(key)
-                how = _how_it_ended(gone, edges)
+                how = _how_it_ended(gone, edges, self.was_broken)
                 self._resolved.appendleft(Resolved(key, gone.since, now, tuple(gone.locks), how))
                 while len(self._resolved) > self.keep:
                     self._resolved.pop()
@@ -314,8 +316,12 @@ class DeadlockTracker:
             return list(self._resolved)
 
 
-def _how_it_ended(gone: Deadlock, edges: list[Edge]) -> str:
-    """What changed in the cycle: a lock that changed hands (released, broken, lost) or a waiter that left."""
+def _how_it_ended(gone: Deadlock, edges: list[Edge], was_broken: Callable[[str, int], bool]) -> str:
+    """What changed in the cycle: a hold broken (by an operator or deadlock_break_after), a lock that changed
+    hands (released, lost) or a waiter that left."""
+    for edge in gone.edges:
+        if was_broken(edge.lock, edge.token):
+            return f"{edge.lock!r} (token {edge.token}) was broken"
     now = {(e.waiter, e.lock): e for e in edges}
     for edge in gone.edges:
         after = now.get((edge.waiter, edge.lock))

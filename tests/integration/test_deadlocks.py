@@ -94,7 +94,7 @@ def test_opposite_orders_are_one_deadlock_until_its_suggested_lock_is_broken(
         "the deadlock to end",
     )
     assert after["resolved"][0]["id"] == deadlock["id"]
-    print(f"ended: {after['resolved'][0]['how']}")
+    assert after["resolved"][0]["how"] == f"{youngest!r} (token {tokens[youngest]}) was broken"
 
 
 def test_threads_of_one_process_are_separate_owners_so_no_false_deadlock(
@@ -176,6 +176,6 @@ def test_an_opt_in_setting_breaks_the_suggested_lock_after_a_while_audited(
         assert record["token"] == tokens[youngest]
         assert found[0]["id"] in record["requested_by"] and "deadlock_break_after" in record["requested_by"]
         resolved = wait_for(lambda: api(auto, "/v1/deadlocks")["resolved"], 10, "the deadlock to end")
-        assert resolved[0]["id"] == found[0]["id"]
+        assert resolved[0]["id"] == found[0]["id"] and resolved[0]["how"].endswith("was broken")
         other = a if youngest == b else b
         assert httpx.get(f"{auto.url}/v1/audit", params={"name": other}, timeout=5).json()["breaks"] == []

@@ -70,3 +70,13 @@ def test_without_the_setting_nothing_is_ever_broken() -> None:
     tracker.update(ring, now=10.0)
     tracker._break_due(1e9)
     assert not tracker._breaks_due() and len(tracker.current()) == 1
+
+
+def test_a_deadlock_ended_by_a_break_says_so() -> None:
+    a, b = owner(1), owner(2)
+    ring = [edge(a, b, "x", 5), edge(b, a, "y", 9)]
+    tracker = DeadlockTracker(lambda: ring, was_broken=lambda name, token: (name, token) == ("y", 9))
+    tracker.update(ring, now=10.0)
+    tracker.update([edge(b, owner(3), "y", 12)], now=11.0)  # "y" broken: a got it, b waits behind a new holder
+    (ended,) = tracker.resolved()
+    assert ended.how == "'y' (token 9) was broken"
