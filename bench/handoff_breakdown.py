@@ -12,7 +12,7 @@ What each worker records (its own JSONL file, joined in the parent):
 - per etcd request made on that thread (``EtcdClient._post``): the step of the protocol it belongs to (from the
   ``Mutex`` method it was made in: enqueue, queue, wait, state-read, take, release, leave), its path, when it went
   out (``HTTPConnection.request``), when its answer had been read (``answers.decode``), the answer's revision;
-- per watch message the reader thread receives (``websocket.WebSocket.recv`` returning, then
+- per watch message the reader thread receives (``WatchHub._messages`` yielding it off the socket, then
   ``WatchHub._dispatch``): the mod revision of its events, and when a waiting thread got them (``Watch.batches``
   yielding); watch creates and cancels sent on the shared stream;
 - requests made outside any acquire or release (the session's keepalives, tooz's heartbeat).
@@ -129,7 +129,6 @@ class Tracer:
         (record["requests"] if record is not None else self.outside).append(entry)
 
     def install(self) -> None:
-        from websocket import WebSocket
 
         import lockd.etcd.answers
         from lockd.etcd.client import EtcdClient
@@ -183,14 +182,14 @@ class Tracer:
 
         EtcdClient._post = traced_post  # type: ignore[method-assign]
 
-        recv = WebSocket.recv
+        messages = WatchHub._messages
 
-        def traced_recv(ws: Any) -> Any:
-            message = recv(ws)
-            local.received = now()
-            return message
+        def traced_messages(hub: Any) -> Iterator[bytes]:
+            for message in messages(hub):
+                local.received = now()
+                yield message
 
-        WebSocket.recv = traced_recv  # type: ignore[method-assign]
+        WatchHub._messages = traced_messages  # type: ignore[method-assign]
 
         dispatch = WatchHub._dispatch
 
@@ -329,16 +328,20 @@ def measure_event_floor(endpoint: str, cycles: int) -> dict[str, list[float]]:
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
     put = json.dumps({"compare": [], "success": [{"request_put": {"key": b64(key), "value": b64(b"x")}}]}).encode()
     delete = json.dumps({"compare": [], "success": [{"request_delete_range": {"key": b64(key)}}]}).encode()
-    hub = WatchHub(0, f"ws://{endpoint}/v3/watch", 10.0)
     received: list[float] = []
-    recv = hub._ws.recv
+    messages = WatchHub._messages
 
-    def timed_recv() -> Any:  # this hub only: when the reader thread has a message off the socket
-        message = recv()
-        received.append(now())
-        return message
+    def timed_messages(hub: WatchHub) -> Iterator[bytes]:  # when the reader thread has a message off the socket
+        for message in messages(hub):
+            received.append(now())
+            yield message
 
-    hub._ws.recv = timed_recv  # type: ignore[method-assign]
+    # The hub's reader starts in its constructor: the timed reading goes in for that moment only (this hub's).
+    WatchHub._messages = timed_messages  # type: ignore[method-assign]
+    try:
+        hub = WatchHub(0, f"ws://{endpoint}/v3/watch", 10.0)
+    finally:
+        WatchHub._messages = messages  # type: ignore[method-assign]
 
     def txn(body: bytes) -> None:
         conn.request("POST", "/v3/kv/txn", body, {"Content-Type": "application/json"})
