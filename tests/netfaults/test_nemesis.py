@@ -23,9 +23,13 @@ def test_nemesis_short_schedule(tmp_path: Path) -> None:
     assert set(report["faults"]) == set(FAULTS), "the schedule must cover every fault kind"
     assert lockd["findings"] == []
     assert lockd["acquisitions"] > 100 and lockd["writes"]["sql accepted"] > 100
-    # Every lease the server ended under a fault was given up by its holder first, and before anyone took over.
-    assert lockd["lead_before_server_s"] and lockd["lead_before_server_s"]["min"] > 0
+    # lockd holders lost leases under the faults (exposure), and every one gave it up before anyone took over, and
+    # before the server deleted its key whenever the observer saw that deletion (a run may see none: then the
+    # checker's late-loss verdict, empty above, still covers it).
+    assert lockd["lost_notices"] > 0, "no lockd holder lost a lease: the faults did not reach lockd"
     assert lockd["lead_before_successor_s"]["min"] > 0
+    if lockd["lead_before_server_s"] is not None:
+        assert lockd["lead_before_server_s"]["min"] > 0
     # The control, under the same faults at the same moments, is not safe.
     unsafe = {kind: stock["violations"][kind] for kind in ("overlap", "stale-write", "late-loss")}
     assert sum(unsafe.values()) > 0, f"the control showed no violation: {stock['violations']}"
