@@ -80,11 +80,13 @@ TERMS: tuple[tuple[str, str, bool], ...] = (
     ("wake_to_take_send", "t6-t4  wake -> take txn sent (watch cancel, any read)", True),
     ("take_commit", "t7-t6  take txn sent -> answer read", True),
     ("take_to_return", "t5-t7  take answer -> acquire() returns", True),
+    ("wake_to_return", "t5-t4  granted: first wake -> acquire() returns (the grant mark, watch cancels)", True),
     ("handoff", "t5-t0  release() called -> the successor's acquire() returns", True),
     ("release_commit", "t2-t1  release txn sent -> answer read (the releaser's side)", False),
     ("event_after_answer", "t3-t2  event read minus release answer read (< 0: event first)", False),
     ("successor_read", "a read the successor made inside the handoff (send -> answer)", False),
     ("watch_cancel", "the successor's watch cancel sent on the shared stream", False),
+    ("delete_then_mark", "granted: the predecessor's DELETE woke first; its wake -> the grant mark's wake", False),
 )
 TERM_NAMES = tuple(name for name, _, _ in TERMS)
 
@@ -487,6 +489,12 @@ def handoff_terms(holds: list[Hold]) -> tuple[dict[str, list[float]], dict[str, 
                 terms["wake_to_take_send"].append(winning["t_send"] - t4)
         if winning is None:
             counts["no_take"] += 1
+            if wake is not None:
+                terms["wake_to_return"].append(t5 - wake["t_wake"])
+                same = [w for w in acquire["wakes"] if w["revision"] == revision]
+                if len(same) > 1 and same[0]["deleted"]:
+                    counts["delete_woke_first"] += 1
+                    terms["delete_then_mark"].append(same[1]["t_wake"] - same[0]["t_wake"])
             continue
         t6, t7 = winning["t_send"], winning["t_answer"]
         terms["take_commit"].append(t7 - t6)

@@ -62,7 +62,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from lockd.errors import CertificateError, UsageError
-from lockd.etcd.pool import OneSend
+from lockd.etcd.lean_http import LeanConnection
 from lockd.options import BackendOptions
 
 LOG = logging.getLogger(__name__)
@@ -244,7 +244,7 @@ class TLSFiles:
         return message
 
 
-class _Connection(OneSend, http.client.HTTPSConnection):
+class _Connection(LeanConnection, http.client.HTTPSConnection):
     """An HTTPS connection that takes the files' current context at each connect and names the file on a refusal."""
 
     def __init__(self, files: TLSFiles, member: int, host: str, port: int, timeout: float) -> None:

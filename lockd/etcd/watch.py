@@ -20,7 +20,11 @@ A :class:`WatchHub` owns the socket to one member and a reader thread that dispa
 
 A :class:`Watch` is one caller's view: a queue of event batches that its owner iterates with a deadline (or its
 owner's own :class:`Inbox`, whose ``put`` runs on the reader thread: lockd.api.view's keeps the batches itself).
-Closing it sends a cancel on the shared stream; nothing else on the stream is disturbed.
+Closing it forgets the watch at once (its events are dropped from then on) and cancels it on the shared stream
+with the hub's next creation, or once ``_CANCELS_AT_ONCE`` are due: a lock waiter closes its two watches on the
+handoff's critical path, between the grant's event and ``acquire()`` returning, and two frames sent there were a
+tenth of a handoff (bench/handoff_breakdown.py). etcd keeps a cancelled-to-be watch meanwhile; it is on a key
+that went or on a waiter's own entry, and hears next to nothing. Nothing else on the stream is disturbed.
 
 Reading: websocket-client opens the connection (handshake, TLS, socket options) and sends; the reader parses
 the frames etcd sends off that socket itself, taking whatever has arrived in one ``recv``. websocket-client's
@@ -74,6 +78,8 @@ LOG = logging.getLogger(__name__)
 # sent but unacknowledged for 25 s (a cancel or a create to a member cut off) drops the connection, so a sender
 # cannot block on a full send buffer for the minutes of TCP's own retransmission limit.
 _KEEPALIVE = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3), ("TCP_USER_TIMEOUT", 25_000))
+#: Cancels wait for the hub's next creation, unless this many are due (what etcd keeps for closed watches).
+_CANCELS_AT_ONCE = 16
 
 # WebSocket opcodes (RFC 6455 section 5.2) and the reader's read size: one recv takes every frame that arrived.
 _CONTINUATION, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -208,6 +214,7 @@ class WatchHub:
         self._ids = itertools.count(1)
         self._watches: dict[int, Watch] = {}
         self._pending: deque[Watch] = deque()  # creations sent, not yet answered (etcd answers in order)
+        self._cancels: list[int] = []  # watches forgotten, their cancels not sent yet (see cancel)
         self._mutex = threading.Lock()  # the tables above; never held while sending
         self._send_mutex = threading.Lock()  # one frame at a time on the socket, in the order creations queue
         self.closed = False
@@ -257,6 +264,7 @@ class WatchHub:
         # Queued and sent under the send lock, so the queue's order is the order etcd receives them in; the tables'
         # lock is not held while sending, so the reader and close() never wait on a send to a silent member.
         with self._send_mutex:
+            self._send_cancels()
             with self._mutex:
                 if self.closed:
                     raise BackendError(f"watch stream closed: {self._reason}", self.url)
@@ -276,10 +284,16 @@ class WatchHub:
         return watch
 
     def cancel(self, watch: Watch) -> None:
-        """Stop a watch's events (best effort: if the stream is gone, so is the watch)."""
-        if self._forget(watch):
+        """Stop a watch's events: dropped from now, cancelled at etcd soon (see the module doc; best effort: if
+        the stream is gone, so is the watch)."""
+        with self._mutex:
+            if self._watches.pop(watch.watch_id, None) is None:
+                return
+            self._cancels.append(watch.watch_id)
+            due = len(self._cancels) >= _CANCELS_AT_ONCE
+        if due:
             with self._send_mutex:
-                self._send({"cancel_request": {"watch_id": str(watch.watch_id)}})
+                self._send_cancels()
 
     def watching(self) -> int:
         with self._mutex:
@@ -313,6 +327,14 @@ class WatchHub:
     def _forget(self, watch: Watch) -> bool:
         with self._mutex:
             return self._watches.pop(watch.watch_id, None) is not None
+
+    def _send_cancels(self) -> None:
+        """Send the cancels that are due (the caller holds the send lock)."""
+        with self._mutex:
+            due, self._cancels = self._cancels, []
+        for watch_id in due:
+            if not self._send({"cancel_request": {"watch_id": str(watch_id)}}):
+                return
 
     def _send(self, message: dict[str, Any]) -> bool:
         """Send one request (the caller holds the send lock); False (and the hub closed) if the socket failed."""
