@@ -33,6 +33,7 @@ from typing import IO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from lockd.bench.etcd import cpu_seconds  # noqa: E402
 from lockd.embedded import EmbeddedEtcd  # noqa: E402
 from lockd.etcd.client import EtcdClient  # noqa: E402
 from lockd.lock import Mutex  # noqa: E402
@@ -65,7 +66,7 @@ class Holder:
         names = [f"bench-lock-{i:06d}" for i in range(start, start + count)]
 
         def take(name: str) -> None:
-            if not Mutex(name, lambda: self.session, self.session.member).acquire(blocking=False):
+            if not Mutex(name, lambda _deadline: self.session, self.session.member).acquire(blocking=False):
                 raise RuntimeError(f"could not take {name}")
 
         with ThreadPoolExecutor(workers) as pool:
@@ -77,13 +78,18 @@ class Holder:
         self.client.close()
 
 
-def start_sidecar(backend_url: str, port: int, state_dir: Path, log: IO[bytes]) -> subprocess.Popen[bytes]:
-    """`lockd serve` as a subprocess on ``port``, its output in ``log`` (its CPU is then its own)."""
+def start_sidecar(
+    backend_url: str, port: int, state_dir: Path, log: IO[bytes], tree: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """`lockd serve` as a subprocess on ``port``, its output in ``log`` (its CPU is then its own); from the source
+    tree ``tree`` (its own PYTHONPATH and cwd) when given, else from this environment's lockd."""
     return subprocess.Popen(
         [sys.executable, "-m", "lockd.cli.main", "serve", "--backend-url", backend_url, "--port", str(port)]
         + ["--log-level", "warning", "--state-dir", str(state_dir)],
         stdout=log,
         stderr=subprocess.STDOUT,
+        cwd=tree,
+        env=dict(os.environ, PYTHONPATH=str(tree)) if tree is not None else None,
     )
 
 
@@ -151,16 +157,14 @@ def load(port: int, paths: list[str], duration: float, threads: int) -> dict[str
     }
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` from /proc/<pid>/stat (fields 14 and 15, after the parenthesised name)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def idle_cpu_percent(pid: int, seconds: float) -> float:
+def cpu_percent_during(pid: int, seconds: float) -> float:
+    """The share of one core the process ``pid`` uses over the next ``seconds`` (it sleeps that long)."""
     before = cpu_seconds(pid)
     time.sleep(seconds)
-    return (cpu_seconds(pid) - before) / seconds * 100
+    after = cpu_seconds(pid)
+    if before is None or after is None:
+        raise SystemExit(f"process {pid} is gone: its CPU time cannot be read")
+    return (after - before) / seconds * 100
 
 
 def list_latency(port: int, rounds: int) -> dict[str, float]:
@@ -208,7 +212,7 @@ def main() -> int:
         wait_until(lambda: listed(port, 1000), 60, "1,000 locks to be listed")
 
         time.sleep(1.0)  # let the sidecar settle after the burst of watch events
-        results["idle_cpu_pct_1000_locks"] = idle_cpu_percent(sidecar.pid, args.idle_seconds)
+        results["idle_cpu_pct_1000_locks"] = cpu_percent_during(sidecar.pid, args.idle_seconds)
 
         lookup_paths = ["/v1/locks/" + urllib.parse.quote(n, safe="") for n in holder.names]
         load(port, lookup_paths, 1.0, args.threads)  # warm-up

@@ -30,17 +30,11 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from api_load import Holder, cpu_seconds, free_port, start_sidecar, wait_until  # noqa: E402
+from api_load import Holder, cpu_percent_during, free_port, start_sidecar, wait_until  # noqa: E402
 
 from lockd.console.pages import POLL_SECONDS  # noqa: E402
 from lockd.embedded import EmbeddedEtcd  # noqa: E402
 from tests.browser.conftest import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS  # noqa: E402
-
-
-def cpu_percent_during(pid: int, seconds: float) -> float:
-    before = cpu_seconds(pid)
-    time.sleep(seconds)
-    return (cpu_seconds(pid) - before) / seconds * 100
 
 
 def open_page(url: str, profile: Path):

@@ -33,28 +33,17 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-from lockd.embedded import EmbeddedEtcd  # noqa: E402
+from api_load import free_port, start_sidecar, wait_until  # noqa: E402
+
+from lockd.bench.etcd import LocalEtcd, cpu_seconds  # noqa: E402
 
 FLOOR_CPU_PCT = 5.0
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` from /proc/<pid>/stat (fields 14 and 15, after the parenthesised name)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -64,33 +53,12 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start_sidecar(tree: Path, backend_url: str, port: int, state_dir: Path, log: IO[bytes]) -> subprocess.Popen[bytes]:
-    """`lockd serve` from ``tree`` (its own PYTHONPATH and cwd), history and profile at their defaults."""
-    env = dict(os.environ, PYTHONPATH=str(tree))
-    return subprocess.Popen(
-        [sys.executable, "-m", "lockd.cli.main", "serve", "--backend-url", backend_url, "--port", str(port)]
-        + ["--log-level", "warning", "--state-dir", str(state_dir)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=tree,
-        env=env,
-    )
-
-
 def ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
             return bool(answer.status == 200)
     except OSError:
         return False
-
-
-def wait_until(probe: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 class Load:
@@ -142,7 +110,7 @@ def one_run(tree: Path, backend_url: str, load: Load, work: Path, args: argparse
     port = free_port()
     state = Path(tempfile.mkdtemp(prefix="serve-", dir=work))
     with open(state / "serve.log", "wb") as log:
-        sidecar = start_sidecar(tree, backend_url, port, state, log)
+        sidecar = start_sidecar(backend_url, port, state, log, tree=tree)  # history and profile at their defaults
         try:
             wait_until(lambda: ready(port), 60, f"lockd serve from {tree}")
             time.sleep(args.warmup)
@@ -150,7 +118,7 @@ def one_run(tree: Path, backend_url: str, load: Load, work: Path, args: argparse
             time.sleep(args.seconds)
             count1, cpu1, t1 = load.count, cpu_seconds(sidecar.pid), time.monotonic()
             rss = rss_mb(sidecar.pid)
-            if sidecar.poll() is not None:
+            if sidecar.poll() is not None or cpu0 is None or cpu1 is None:
                 raise SystemExit(f"lockd serve from {tree} exited {sidecar.returncode}: see {state / 'serve.log'}")
         finally:
             sidecar.terminate()
@@ -188,11 +156,8 @@ def main() -> int:
             parser.error(f"{tree} is not a lockd source tree")
 
     work = Path(tempfile.mkdtemp(prefix="lockd-serve-cpu-"))
-    embedded = None
-    backend_url = args.backend_url
-    if backend_url is None:
-        embedded = EmbeddedEtcd(work / "etcd-state")
-        backend_url = embedded.start()
+    embedded = None if args.backend_url else LocalEtcd()
+    backend_url = embedded.start() if embedded is not None else args.backend_url
     runs: list[dict[str, Any]] = []
     load = None
     try:

@@ -21,7 +21,6 @@ two hosts would show; everything else is what the sidecar saw.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -30,11 +29,12 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # this tree's lockd, in the children too (tooz loads it by its entry point)
 
 WINDOW = (1280, 800)
 TALLEST = 1100
@@ -144,79 +144,56 @@ def break_suggested(base: str, token: str) -> None:
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         return child(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]))
-    from lockd.embedded import EmbeddedEtcd
-    from tests.browser.conftest import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS
-    from tests.etcd_process import free_port
-    from tests.procs import wait_for
+    from _staging import browser, staged  # not in the children: they need only tooz
 
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO / "docs" / "img"
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="lockd-screenshots-"))
-    etcd = EmbeddedEtcd(work / "etcd")
-    address = etcd.start().split("://", 1)[1].split("?", 1)[0]
-    url = f"lockd+etcd3+http://{address}?lease_ttl=10"
-    port, token = free_port(), uuid.uuid4().hex
-    base = f"http://127.0.0.1:{port}"
-    with open(work / "serve.log", "wb") as log:
-        sidecar = subprocess.Popen(
-            [sys.executable, "-m", "lockd.cli.main", "serve", "--backend-url", url, "--port", str(port)]
-            + ["--state-dir", str(work / "serve")],
-            env={**os.environ, "LOCKD_ADMIN_TOKEN": token, "PYTHONPATH": str(REPO)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
     children: list[Child] = []
     driver = None
     try:
-        wait_for(lambda: _ready(base), 60, "lockd serve")
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
+        with staged(work, lease_ttl=10) as stage:
+            url, base = stage.url, stage.base
+            try:
+                driver = browser(work, WINDOW)
 
-        options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
-        for flag in CHROMIUM_FLAGS:
-            options.add_argument(flag.replace("1280,900", f"{WINDOW[0]},{WINDOW[1]}"))
-        options.add_argument(f"--user-data-dir={work / 'profile'}")
-        driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-        driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Europe/Berlin"})
+                # Timeline first (it takes a minute), with a hold on another lock beside it.
+                other = Child(url, "node3", mode="hold", first=f"cinder-{uuid.uuid4()}-extend_volume")
+                children.append(other)
+                other.expect("holding")
+                name = f"cinder-{uuid.uuid4()}-delete_volume"
+                turns = [
+                    Child(url, node, mode="turns", first=name, seconds=TURNS_SECONDS) for node in ("node1", "node2")
+                ]
+                children += turns
+                for proc in turns:
+                    proc.expect("ready")
+                for proc in turns:
+                    proc.expect("done")
+                _shoot(driver, f"{base}/ui/timeline?minutes=1", out / "console-timeline.png")
+                other.proc.stdin.close()  # type: ignore[union-attr]
+                other.expect("done")
 
-        # Timeline first (it takes a minute), with a hold on another lock beside it.
-        other = Child(url, "node3", mode="hold", first=f"cinder-{uuid.uuid4()}-extend_volume")
-        children.append(other)
-        other.expect("holding")
-        name = f"cinder-{uuid.uuid4()}-delete_volume"
-        turns = [Child(url, node, mode="turns", first=name, seconds=TURNS_SECONDS) for node in ("node1", "node2")]
-        children += turns
-        for proc in turns:
-            proc.expect("ready")
-        for proc in turns:
-            proc.expect("done")
-        _shoot(driver, f"{base}/ui/timeline?minutes=1", out / "console-timeline.png", wait_for)
-        other.proc.stdin.close()  # type: ignore[union-attr]
-        other.expect("done")
-
-        # A first deadlock, broken (so one is listed as ended), then a second one left open.
-        first = deadlock(url, base, children)
-        break_suggested(base, token)
-        for proc in first:
-            proc.expect("done")
-        holder = Child(url, "node4", mode="hold", first=f"cinder-{uuid.uuid4()}-create_snapshot")
-        children.append(holder)
-        holder.expect("holding")
-        children.append(_waiter(url, "node3", holder_lock=_held_by(base, "node4")))
-        deadlock(url, base, children)
-        time.sleep(4.0)  # let it last a few seconds, as an operator would first see it
-        _shoot(driver, f"{base}/ui/waits", out / "console-deadlock.png", wait_for)
-        for path in ("console-timeline.png", "console-deadlock.png"):
-            print(f"wrote {out / path} ({(out / path).stat().st_size // 1024} KiB)")
+                # A first deadlock, broken (so one is listed as ended), then a second one left open.
+                first = deadlock(url, base, children)
+                break_suggested(base, stage.token)
+                for proc in first:
+                    proc.expect("done")
+                holder = Child(url, "node4", mode="hold", first=f"cinder-{uuid.uuid4()}-create_snapshot")
+                children.append(holder)
+                holder.expect("holding")
+                children.append(_waiter(url, "node3", holder_lock=_held_by(base, "node4")))
+                deadlock(url, base, children)
+                time.sleep(4.0)  # let it last a few seconds, as an operator would first see it
+                _shoot(driver, f"{base}/ui/waits", out / "console-deadlock.png")
+                for path in ("console-timeline.png", "console-deadlock.png"):
+                    print(f"wrote {out / path} ({(out / path).stat().st_size // 1024} KiB)")
+            finally:
+                if driver is not None:
+                    driver.quit()
+                for proc in children:
+                    proc.stop()
     finally:
-        if driver is not None:
-            driver.quit()
-        for proc in children:
-            proc.stop()
-        sidecar.terminate()
-        sidecar.wait(30)
-        etcd.stop()
         shutil.rmtree(work, ignore_errors=True)
     return 0
 
@@ -234,13 +211,15 @@ def _waiter(url: str, node: str, holder_lock: str) -> Child:
     return proc
 
 
-def _shoot(driver, page: str, path: Path, wait_for) -> None:  # type: ignore[no-untyped-def]
+def _shoot(driver: Any, page: str, path: Path) -> None:
     """``page`` at WINDOW, after its live part refreshed; taller (up to TALLEST) when the page is, so the
     capture ends where the page does rather than cut a table in half."""
+    from _staging import wait_live
+
     metrics = {"width": WINDOW[0], "height": WINDOW[1], "deviceScaleFactor": 1, "mobile": False}
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
     driver.get(page)
-    wait_for(lambda: "Live: updated" in driver.find_element("css selector", ".refresh").text, 10, "the page")
+    wait_live(driver)
     tall = driver.execute_script("return document.documentElement.scrollHeight")
     if tall > WINDOW[1]:
         driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {**metrics, "height": min(tall, TALLEST)})
@@ -259,13 +238,6 @@ def _shrink(path: Path) -> None:
     with Image.open(path) as shot:
         small = shot.convert("RGB").quantize(colors=256)
     small.save(path, optimize=True)
-
-
-def _ready(base: str) -> bool:
-    try:
-        return httpx.get(base + "/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ Everything here reads the watched copy of etcd (lockd.api.view), its hold histor
 lockd.api.models; only the audit trail is read from etcd (by the backend, when it changed). The routers are
 thin: they validate a request, call one function here and return what it gives. The console's snapshot
 (lockd.console.snapshot) calls the same functions, so a page and the JSON it mirrors cannot disagree, and the
-CLI validates the API's answers against the same models (lockd.cli.profile).
+CLI validates the API's answers against the same models (lockd.cli.admin_client.get_answer: `lockd profile`,
+`lockd history`).
 """
 
 from __future__ import annotations

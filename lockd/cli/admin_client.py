@@ -1,6 +1,7 @@
-"""The HTTP side of `lockd locks`, `lockd break` and `lockd status`: one request to the sidecar's admin API.
+"""The HTTP side of the admin commands (`lockd locks`, `break`, `status`, `deadlocks`, `profile`, `history`):
+one request to the sidecar's admin API.
 
-stdlib only (urllib), and never through an HTTP proxy: the sidecar is normally on this host.
+urllib from the stdlib, and never through an HTTP proxy: the sidecar is normally on this host.
 Errors become the CLI's exit codes: a refused or failed request is a runtime failure (exit 1, one line);
 a 422 is the caller's bad input (exit 2).
 """
@@ -12,9 +13,13 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from lockd.errors import LockdError, UsageError
+
+Answer = TypeVar("Answer", bound=BaseModel)
 
 DEFAULT_URL = "http://127.0.0.1:7170"
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -77,6 +82,24 @@ def request(
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise AdminError(f"cannot reach the lockd admin API at {base_url}: {reason}") from None
+
+
+def get_answer(base_url: str, path: str, model: type[Answer]) -> Answer:
+    """GET ``path`` and validate the answer against the API's own answer model (lockd.api.models), so a command
+    shows exactly what the API says, and a server that answers in another shape fails loudly.
+
+    Raises:
+        UsageError, AdminError: as ``request``.
+        AdminError: the answer is not of ``model``'s shape (exit 1).
+    """
+    _, answer = request(base_url, "GET", path)
+    try:
+        return model.model_validate(answer)
+    except ValidationError as exc:
+        what = path.split("?", 1)[0]
+        raise AdminError(
+            f"{base_url.rstrip('/')}{what} answered something else than {model.__name__} ({exc.error_count()} errors)"
+        ) from None
 
 
 def _detail(exc: urllib.error.HTTPError) -> str:

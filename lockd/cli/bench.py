@@ -15,6 +15,7 @@ from typing import Any
 
 from tooz import ToozError
 
+from lockd.cli.arguments import positive_int
 from lockd.errors import UsageError
 
 _SCENARIOS = ("uncontended", "contention", "leases", "crash", "status", "fleet")
@@ -30,16 +31,6 @@ def _counts(text: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: every count must be at least 1")
     return values
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
 
 
 def _seconds(minimum: float) -> Any:
@@ -69,20 +60,20 @@ def register(subparsers: Any) -> None:
         help=f"run only this scenario (repeatable): {', '.join(_SCENARIOS)} (default: these), "
         f"and the long ones, run only when named: {', '.join(_LONG_SCENARIOS)}",
     )  # fmt: skip
-    p.add_argument("--processes", type=_positive_int, default=8, help="contending processes (default 8)")
-    p.add_argument("--cycles", type=_positive_int, default=100, help="cycles per contending process (default 100)")
+    p.add_argument("--processes", type=positive_int, default=8, help="contending processes (default 8)")
+    p.add_argument("--cycles", type=positive_int, default=100, help="cycles per contending process (default 100)")
     p.add_argument("--hold-ms", type=_seconds(0.0), default=1.0, help="time each holder holds (default 1 ms)")
-    p.add_argument("--ops", type=_positive_int, default=1000, help="uncontended cycles per target (default 1000)")
+    p.add_argument("--ops", type=positive_int, default=1000, help="uncontended cycles per target (default 1000)")
     p.add_argument(
-        "--lease-cycles", type=_positive_int, default=1000, help="cycles before counting leases (default 1000)"
+        "--lease-cycles", type=positive_int, default=1000, help="cycles before counting leases (default 1000)"
     )
     p.add_argument(
         "--lease-ttl", type=_seconds(2.0), default=10.0,
         help="lease TTL for lockd (lease_ttl) and stock tooz (lock_timeout) alike (default 10 s)",
     )  # fmt: skip
-    p.add_argument("--status-ops", type=_positive_int, default=500, help="status transitions (default 500)")
-    p.add_argument("--status-racers", type=_positive_int, default=32, help="processes in the status race (32)")
-    p.add_argument("--status-rounds", type=_positive_int, default=5, help="status race rounds (default 5)")
+    p.add_argument("--status-ops", type=positive_int, default=500, help="status transitions (default 500)")
+    p.add_argument("--status-racers", type=positive_int, default=32, help="processes in the status race (32)")
+    p.add_argument("--status-rounds", type=positive_int, default=5, help="status race rounds (default 5)")
     p.add_argument(
         "--waiters", type=_counts, default=(1, 100, 1000, 5000), metavar="N,N,...",
         help="waiters scenario: waiting threads per process, one run each (default 1,100,1000,5000)",
@@ -100,14 +91,14 @@ def register(subparsers: Any) -> None:
         help="waiters scenario: how long to wait for all waiters to be served (default 300 s)",
     )  # fmt: skip
     p.add_argument(
-        "--admin-locks", type=_positive_int, default=100_000,
+        "--admin-locks", type=positive_int, default=100_000,
         help="admin-scale scenario: locks held while lockd serve is measured (default 100000)",
     )  # fmt: skip
     p.add_argument(
-        "--fleet-processes", type=_positive_int, default=16, help="fleet scenario: worker processes (default 16)"
+        "--fleet-processes", type=positive_int, default=16, help="fleet scenario: worker processes (default 16)"
     )
     p.add_argument(
-        "--fleet-threads", type=_positive_int, default=2,
+        "--fleet-threads", type=positive_int, default=2,
         help="fleet scenario: threads per process, each on a lock name of its own (default 2)",
     )  # fmt: skip
     p.add_argument(
@@ -119,7 +110,7 @@ def register(subparsers: Any) -> None:
         help="fleet scenario: seconds run but not counted at the start of each round (default 0.5)",
     )  # fmt: skip
     p.add_argument(
-        "--fleet-rounds", type=_positive_int, default=3,
+        "--fleet-rounds", type=positive_int, default=3,
         help="fleet scenario: rounds in which the targets take turns, order rotated (default 3)",
     )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")

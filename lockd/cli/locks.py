@@ -63,5 +63,10 @@ def render_table(locks: list[dict[str, Any]], now: float) -> str:
                 str(lock.get("waiters", 0)),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return align(rows)
+
+
+def align(rows: list[tuple[str, ...]]) -> str:
+    """``rows`` (a header first) as text columns, each as wide as its widest cell, two spaces apart."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)

@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from lockd.errors import LockdError, UsageError
 
 #: Subcommand modules under lockd.cli, in the order ``lockd --help`` lists them.
-SUBCOMMANDS = ("serve", "locks", "deadlocks", "profile", "break_lock", "status", "epoch", "bench", "audit_locks")
+SUBCOMMANDS = (
+    "serve", "locks", "deadlocks", "profile", "history", "break_lock", "status", "epoch", "bench", "audit_locks",
+)  # fmt: skip
 
 
 class _Parser(argparse.ArgumentParser):

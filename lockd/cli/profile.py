@@ -9,24 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from pydantic import ValidationError
-
 from lockd.api.models import ProfileOut, TemplateOut
-from lockd.cli.admin_client import add_url_argument, request
-from lockd.errors import LockdError
+from lockd.cli.admin_client import add_url_argument, get_answer
+from lockd.cli.arguments import positive_int
+from lockd.cli.locks import align
 
 #: What ``--sort`` accepts: the column a table is ordered by, largest first (the API's own order by default).
 SORT_KEYS = ("waiters", "acquisitions", "wait_p99", "hold_p99")
-
-
-def _top(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -36,18 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add_url_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
     parser.add_argument("--sort", choices=SORT_KEYS, help="order the table by this column, largest first")
-    parser.add_argument("--top", type=_top, help="show only the first N templates")
+    parser.add_argument("--top", type=positive_int, help="show only the first N templates")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    _, answer = request(args.url, "GET", "/v1/profile")
-    try:
-        profile = ProfileOut.model_validate(answer)
-    except ValidationError as exc:
-        raise LockdError(
-            f"{args.url}/v1/profile answered something else than a profile ({exc.error_count()} errors)"
-        ) from None
+    profile = get_answer(args.url, "/v1/profile", ProfileOut)
     rows = profile.templates
     if args.sort:
         rows = sorted(rows, key=lambda row: getattr(row, args.sort) or 0.0, reverse=True)
@@ -86,5 +69,4 @@ def render_table(rows: list[TemplateOut]) -> str:
         )
         for r in rows
     ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in table)
+    return align(table)

@@ -16,6 +16,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -55,15 +56,55 @@ def names() -> tuple[str, str]:
     return f"dl-{tag}-a", f"dl-{tag}-b"
 
 
-def test_opposite_orders_are_one_deadlock_until_its_suggested_lock_is_broken(
-    server: ApiServer, etcd_url: str, workers: list[ChildProcess], capsys: pytest.CaptureFixture[str]
-) -> None:
+@dataclass(frozen=True)
+class Crossed:
+    """Two processes that took fresh locks ``a`` and ``b`` in opposite orders: ``one`` holds ``a`` and waits for
+    ``b``, ``two`` the reverse. ``tokens``: each lock's token, as its holder said."""
+
+    a: str
+    b: str
+    one: ChildProcess
+    two: ChildProcess
+    tokens: dict[str, int]
+
+    @property
+    def youngest(self) -> str:
+        """The lock of the younger hold (the higher token): the one the sidecar should suggest breaking."""
+        return max(self.tokens, key=lambda name: self.tokens[name])
+
+    def finish(self) -> None:
+        """Once the cycle is broken: both get their second lock, release both and end."""
+        for proc in (self.one, self.two):
+            proc.wait_event("got-second", timeout=30)
+            proc.wait_event("done", timeout=30)
+
+
+def cross(url: str, workers: list[ChildProcess]) -> Crossed:
+    """Close a two-party cycle: each process takes its first lock, then is sent on to the other's."""
     a, b = names()
-    one, two = child(etcd_url, "cross", a, b), child(etcd_url, "cross", b, a)
+    one, two = child(url, "cross", a, b), child(url, "cross", b, a)
     workers += [one, two]
     tokens = {a: one.wait_event("holding")["token"], b: two.wait_event("holding")["token"]}
     one.send("go")
     two.send("go")
+    return Crossed(a, b, one, two, tokens)
+
+
+def ended(server: ApiServer) -> dict[str, Any]:
+    """``/v1/deadlocks`` once no deadlock is open and one has ended."""
+
+    def closed() -> dict[str, Any] | None:
+        answer = api(server, "/v1/deadlocks")
+        return answer if not answer["deadlocks"] and answer["resolved"] else None
+
+    return wait_for(closed, 10, "the deadlock to end")
+
+
+def test_opposite_orders_are_one_deadlock_until_its_suggested_lock_is_broken(
+    server: ApiServer, etcd_url: str, workers: list[ChildProcess], capsys: pytest.CaptureFixture[str]
+) -> None:
+    crossed = cross(etcd_url, workers)
+    a, b = crossed.a, crossed.b
     wait_for(lambda: len(queue_entries(etcd_url, a)) == 1 and len(queue_entries(etcd_url, b)) == 1, 10, "both to wait")
     closed = time.monotonic()
     found = wait_for(lambda: api(server, "/v1/deadlocks")["deadlocks"], 10, "the deadlock to be reported")
@@ -72,9 +113,9 @@ def test_opposite_orders_are_one_deadlock_until_its_suggested_lock_is_broken(
     assert took < 5, "reported far later than the detection interval"
     (deadlock,) = found
     assert sorted(deadlock["locks"]) == sorted([a, b])
-    assert {owner["pid"] for owner in deadlock["owners"]} == {one.proc.pid, two.proc.pid}
+    assert {owner["pid"] for owner in deadlock["owners"]} == {crossed.one.proc.pid, crossed.two.proc.pid}
     assert all(owner["thread"] for owner in deadlock["owners"])
-    youngest = max(tokens, key=lambda name: tokens[name])
+    youngest = crossed.youngest
     assert deadlock["suggested_break"] == youngest
     time.sleep(1.0)  # a second look, a detection interval later: the same cycle, the same id, once
     assert [d["id"] for d in api(server, "/v1/deadlocks")["deadlocks"]] == [deadlock["id"]]
@@ -85,16 +126,10 @@ def test_opposite_orders_are_one_deadlock_until_its_suggested_lock_is_broken(
     assert f"deadlock {deadlock['id']}" in said and f"lockd break {youngest}" in said, said
 
     assert main(["break", youngest, "--url", server.url, "--admin-token", TOKEN]) == 0
-    for proc in (one, two):
-        proc.wait_event("got-second", timeout=30)
-        proc.wait_event("done", timeout=30)
-    after = wait_for(
-        lambda: (lambda d: d if not d["deadlocks"] and d["resolved"] else None)(api(server, "/v1/deadlocks")),
-        10,
-        "the deadlock to end",
-    )
+    crossed.finish()
+    after = ended(server)
     assert after["resolved"][0]["id"] == deadlock["id"]
-    assert after["resolved"][0]["how"] == f"{youngest!r} (token {tokens[youngest]}) was broken"
+    assert after["resolved"][0]["how"] == f"{youngest!r} (token {crossed.tokens[youngest]}) was broken"
 
 
 def test_threads_of_one_process_are_separate_owners_so_no_false_deadlock(
@@ -142,12 +177,7 @@ def test_a_three_party_cycle_ends_when_a_timed_waiter_gives_up(
     procs[2].wait_event("gave-up", timeout=20)  # its wait for A ran out: the cycle opens, nothing was broken
     for proc in procs:
         proc.wait_event("done", timeout=30)
-    after = wait_for(
-        lambda: (lambda d: d if not d["deadlocks"] and d["resolved"] else None)(api(server, "/v1/deadlocks")),
-        10,
-        "the deadlock to end",
-    )
-    assert deadlock["id"] in [r["id"] for r in after["resolved"]]
+    assert deadlock["id"] in [r["id"] for r in ended(server)["resolved"]]
 
 
 def test_an_opt_in_setting_breaks_the_suggested_lock_after_a_while_audited(
@@ -160,22 +190,15 @@ def test_an_opt_in_setting_breaks_the_suggested_lock_after_a_while_audited(
         backend_url=f"lockd+etcd3+http://{etcd.endpoint}?lease_ttl=5", admin_token=TOKEN, deadlock_break_after=1.0
     )
     with ApiServer(settings) as auto:
-        a, b = names()
-        one, two = child(etcd_url, "cross", a, b), child(etcd_url, "cross", b, a)
-        workers += [one, two]
-        tokens = {a: one.wait_event("holding")["token"], b: two.wait_event("holding")["token"]}
-        one.send("go")
-        two.send("go")
+        crossed = cross(etcd_url, workers)
         found = wait_for(lambda: api(auto, "/v1/deadlocks")["deadlocks"], 10, "the deadlock to be reported")
-        youngest = max(tokens, key=lambda name: tokens[name])
+        youngest = crossed.youngest
         assert found[0]["suggested_break"] == youngest
-        for proc in (one, two):
-            proc.wait_event("got-second", timeout=30)
-            proc.wait_event("done", timeout=30)
+        crossed.finish()
         (record,) = httpx.get(f"{auto.url}/v1/audit", params={"name": youngest}, timeout=5).json()["breaks"]
-        assert record["token"] == tokens[youngest]
+        assert record["token"] == crossed.tokens[youngest]
         assert found[0]["id"] in record["requested_by"] and "deadlock_break_after" in record["requested_by"]
         resolved = wait_for(lambda: api(auto, "/v1/deadlocks")["resolved"], 10, "the deadlock to end")
         assert resolved[0]["id"] == found[0]["id"] and resolved[0]["how"].endswith("was broken")
-        other = a if youngest == b else b
+        other = crossed.a if youngest == crossed.b else crossed.b
         assert httpx.get(f"{auto.url}/v1/audit", params={"name": other}, timeout=5).json()["breaks"] == []

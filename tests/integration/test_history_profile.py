@@ -7,15 +7,22 @@ hold histograms of /metrics, from `lockd serve`'s watch of a real etcd, with loc
 - A hold ended by `lockd break` is recorded as ``broken``.
 - Three processes take locks named with UUIDs: the profile has one template for them, with as many
   acquisitions as were made; `lockd profile --json` says what /v1/profile says; bad input exits 2.
+- `lockd history` lists holds taken here (owner, token, released), newest first, the hold in progress above;
+  it follows the pages up to ``--limit``; ``--name``, ``--template`` and ``--since`` (seconds ago or ISO 8601)
+  filter; ``--json`` is the API's shape; bad input exits 2 with one line.
 - /metrics has ``lockd_lock_wait_seconds`` and ``lockd_lock_hold_seconds`` per template, with the label set
   capped (the rest under ``template="other"``).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
+import os
+import random
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +34,7 @@ import tooz.coordination
 from prometheus_client.parser import text_string_to_metric_families
 
 from lockd.api.profile import fold
+from lockd.cli.history import read
 from lockd.cli.main import main
 from lockd.config import Settings
 from tests.etcd_process import EtcdMember
@@ -185,6 +193,105 @@ def test_lockd_profile_exits_2_with_one_line_on_bad_input(args: list[str]) -> No
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lockd: error:"), done.stderr
     assert done.stdout == ""
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``lockd ARGS`` in this process: (exit code, stdout, stderr); argparse's own errors exit by SystemExit."""
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    said = capsys.readouterr()
+    return code, said.out, said.err
+
+
+def test_lockd_history_lists_holds_follows_pages_and_filters(
+    server: ApiServer, coordinator: tooz.coordination.CoordinationDriver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tag = "".join(random.choices("ghijkmnpqrstuvwxyz", k=10))  # no hex digit: not folded, unique to this run
+    a, b, c = (f"hcli-{tag}-{uuid.uuid4()}-{op}" for op in ("extend", "delete", "attach"))
+    tokens: dict[str, list[int]] = {a: [], b: []}
+    for name, times in ((a, 3), (b, 2)):
+        lock = coordinator.get_lock(name.encode())
+        for _ in range(times):
+            assert lock.acquire()
+            tokens[name].append(lock.token)
+            lock.release()
+    in_progress = coordinator.get_lock(c.encode())
+    assert in_progress.acquire()
+    try:
+
+        def recorded() -> bool:
+            counts = [len(api(server, "/v1/history", name=name)["holds"]) for name in (a, b)]
+            return counts == [3, 2] and bool(api(server, "/v1/history", name=c)["held"])
+
+        wait_for(recorded, 10, "every hold in the history")
+        url = ("--url", server.url)
+
+        code, out, err = cli(capsys, "history", *url, "--name", a)
+        assert (code, err) == (0, ""), err
+        header, *rows = out.splitlines()
+        assert header.split() == "NAME TEMPLATE HOST PID THREAD TOKEN WAITED HELD HOW ENDED".split()
+        assert len(rows) == 3 and all(row.startswith(f"{a}  {fold(a)}  ") for row in rows), out
+        cells = [row.split() for row in rows]
+        assert [int(cell[5]) for cell in cells] == sorted(tokens[a], reverse=True), "newest first"
+        assert all(cell[3] == str(os.getpid()) and cell[4] == str(threading.get_ident()) for cell in cells), out
+        assert all(cell[8] == "released" for cell in cells), out
+
+        code, out, _ = cli(capsys, "history", *url, "--template", fold(b), "--json")
+        said = json.loads(out)
+        assert code == 0 and said["next"] is None and said["held"] == []
+        assert [(h["name"], h["token"], h["how"]) for h in said["holds"]] == [
+            (b, token, "released") for token in sorted(tokens[b], reverse=True)
+        ]
+        assert said["holds"] == api(server, "/v1/history", template=fold(b))["holds"]
+
+        # pages of one hold: the CLI follows them, and stops at --limit with the cursor to go on
+        whole = read(server.url, a, None, None, limit=100, page_size=1)
+        assert [h.token for h in whole.holds] == sorted(tokens[a], reverse=True) and whole.next is None
+        cut = read(server.url, a, None, None, limit=2, page_size=1)
+        assert [h.token for h in cut.holds] == sorted(tokens[a], reverse=True)[:2] and cut.next is not None
+        code, out, _ = cli(capsys, "history", *url, "--name", a, "--limit", "2")
+        assert code == 0 and len(out.splitlines()) == 4 and "older holds not shown" in out, out
+
+        # --since: seconds ago, or an ISO 8601 time (local without an offset); holds in progress always listed
+        hour_ago = (datetime.datetime.now() - datetime.timedelta(hours=1)).isoformat(timespec="seconds")
+        later = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%MZ")
+        for since, count in (("3600", 3), (hour_ago, 3), (later, 0)):
+            code, out, _ = cli(capsys, "history", *url, "--name", a, "--since", since, "--json")
+            assert code == 0 and len(json.loads(out)["holds"]) == count, (since, out)
+        code, out, _ = cli(capsys, "history", *url, "--name", a, "--since", later)
+        assert code == 0 and out.startswith("no holds match"), out
+        code, out, _ = cli(capsys, "history", *url, "--name", c, "--since", later, "--json")
+        (now,) = json.loads(out)["held"]
+        assert (now["token"], now["how"], now["ended"]) == (in_progress.token, "held", None)
+        code, out, _ = cli(capsys, "history", *url, "--name", c)
+        assert code == 0 and out.splitlines()[1].split()[8] == "held", out
+    finally:
+        in_progress.release()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--since", "noon"],
+        ["--since", "-5"],
+        ["--since", "1969-12-31T00:00:00Z"],
+        ["--limit", "0"],
+        ["--limit", "many"],
+        ["--name", "bad\tname"],
+        ["--template", "bad\ttemplate"],  # the server's 422
+        ["--url", "ftp://x"],
+    ],
+)
+def test_lockd_history_exits_2_with_one_line_on_bad_input(
+    server: ApiServer, args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = cli(capsys, "history", "--url", server.url, *args)
+    assert code == 2 and out == "", (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lockd: error:"), err
 
 
 def test_metrics_have_wait_and_hold_histograms_with_a_bounded_template_set(etcd: EtcdMember, etcd_url: str) -> None:

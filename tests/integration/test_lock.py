@@ -8,6 +8,7 @@ import time
 
 import pytest
 import tooz.coordination
+from tooz.locking import Lock
 
 from lockd.errors import BackendError, BackendTimeout
 from lockd.etcd import keys
@@ -22,6 +23,19 @@ pytestmark = pytest.mark.both_etcd
 
 def etcd_client(url: str) -> EtcdClient:
     return EtcdClient(parse_backend_url(url))
+
+
+def hand_over_through_the_queue(etcd_url: str, lock_name: str, first: Lock, second: Lock) -> None:
+    """``first`` takes the lock; ``second`` queues behind it and gets it when ``first`` releases. ``second`` then
+    holds through the queue: its queue entry stays until it releases."""
+    assert first.acquire()
+    got: list[bool] = []
+    waiting = threading.Thread(target=lambda: got.append(second.acquire(blocking=30)))
+    waiting.start()
+    wait_for(lambda: len(queue_entries(etcd_url, lock_name)) == 1, 10, "the second lock to queue")
+    first.release()
+    waiting.join(30)
+    assert got == [True]
 
 
 def test_second_lock_object_is_excluded_and_gets_a_larger_token(coordinator, lock_name) -> None:
@@ -302,14 +316,7 @@ def test_breaking_a_hung_holder_that_came_through_the_queue_wakes_the_next_waite
 ) -> None:
     """A holder that waited keeps its queue entry, which its successor watches: a break must free both."""
     first, hung, next_in_line = (coordinator.get_lock(lock_name) for _ in range(3))
-    assert first.acquire()
-    got: list[bool] = []
-    t = threading.Thread(target=lambda: got.append(hung.acquire(blocking=30)))
-    t.start()
-    wait_for(lambda: len(queue_entries(etcd_url, lock_name)) == 1, 10, "the second lock to queue")
-    first.release()
-    t.join(30)
-    assert got == [True]  # `hung` now holds, through the queue: its entry is still there
+    hand_over_through_the_queue(etcd_url, lock_name, first, hung)  # `hung` holds: its entry is still there
     assert len(queue_entries(etcd_url, lock_name)) == 1
     result: list[bool] = []
     waiter = threading.Thread(target=lambda: result.append(next_in_line.acquire(blocking=30)))
@@ -326,12 +333,7 @@ def test_breaking_a_hung_holder_that_came_through_the_queue_wakes_the_next_waite
 
 def test_release_removes_the_holders_queue_entry(coordinator, etcd_url, lock_name) -> None:
     first, second = coordinator.get_lock(lock_name), coordinator.get_lock(lock_name)
-    assert first.acquire()
-    t = threading.Thread(target=lambda: second.acquire(blocking=30))
-    t.start()
-    wait_for(lambda: len(queue_entries(etcd_url, lock_name)) == 1, 10, "the second lock to queue")
-    first.release()
-    t.join(30)
+    hand_over_through_the_queue(etcd_url, lock_name, first, second)
     assert second.token is not None
     assert second.release()
     assert len(queue_entries(etcd_url, lock_name)) == 0
@@ -476,14 +478,7 @@ def test_a_release_whose_queue_read_fails_ends_there(coordinator, etcd_url, lock
     instead of waiting as long again on a delete: a release makes at most one request that waits on every member
     (the nemesis's bound for a release). The session deletes the key as soon as etcd answers."""
     first, second = coordinator.get_lock(lock_name), coordinator.get_lock(lock_name)
-    assert first.acquire()
-    got: list[bool] = []
-    waiting = threading.Thread(target=lambda: got.append(second.acquire(blocking=30)))
-    waiting.start()
-    wait_for(lambda: len(queue_entries(etcd_url, lock_name)) == 1, 10, "the second to queue")
-    first.release()
-    waiting.join(30)
-    assert got == [True]
+    hand_over_through_the_queue(etcd_url, lock_name, first, second)
     sent = _txns_by_thread(monkeypatch)
     real_range = EtcdClient.range
 

@@ -36,6 +36,7 @@ from tests.etcd_process import free_port
             ],
             2,
         ),
+        (["history", "--since", "noon"], 2),
     ],
 )
 def test_failures_print_one_line(args: list[str], code: int) -> None:
