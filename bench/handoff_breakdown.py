@@ -34,7 +34,9 @@ the two-txn floor (put then delete), and delete -> event (a delete txn sent, its
 in the same process: one commit plus one event with nothing of the lock). Terms are also given in commits.
 
 Stock tooz is measured in the same run by the contention scenario itself (``lockd.bench.scenarios.contention``),
-and lockd untraced too, after the traced run.
+and lockd untraced too, after the traced run; so is etcd's own ``concurrency.Mutex`` algorithm over the same
+gateway (the bench's etcd-mutex target, lockd.bench.etcd_mutex): its handoff in the same commits, and its etcd
+requests per acquisition, counted by path inside its acquire and release calls (not timed term by term).
 
     .venv/bin/python -m bench.handoff_breakdown                      # private etcd on loopback (~1 minute)
     .venv/bin/python -m bench.handoff_breakdown --url lockd+etcd3+http://HOST:PORT --processes 8 --cycles 100
@@ -67,7 +69,7 @@ from lockd.bench import etcd_admin
 from lockd.bench.etcd import LocalEtcd
 from lockd.bench.scenarios import contention
 from lockd.bench.stats import percentile
-from lockd.bench.targets import LOCKD, TOOZ, FloorBackend, TargetSpec, parse_endpoint
+from lockd.bench.targets import LOCKD, MUTEX, TOOZ, FloorBackend, TargetSpec, parse_endpoint
 from lockd.errors import LockdError, UsageError
 
 now = time.monotonic
@@ -294,6 +296,65 @@ def traced_worker(trace_dir: str, spec: TargetSpec, name: str, index: int, *args
         contention.worker(spec, name, index, *args)
     finally:
         tracer.dump(Path(trace_dir) / f"worker-{index}.jsonl", index)
+
+
+def counted_mutex_worker(count_dir: str, spec: TargetSpec, name: str, index: int, *args: Any) -> None:
+    """contention.worker on the etcd-mutex target, counting the etcd requests its acquire and release calls make
+    (by call and path; the session's keepalives, on their own thread, are not counted). Runs in a spawned process;
+    the counts go to ``count_dir`` as JSON."""
+    from lockd.bench import etcd_mutex
+    from lockd.etcd.watch import WatchHub
+
+    counts: Counter[str] = Counter()
+    local = threading.local()
+
+    def counted(cls: type, method: str, label: Callable[[tuple[Any, ...]], str]) -> None:
+        original = getattr(cls, method)
+
+        @functools.wraps(original)
+        def wrapper(*a: Any, **kw: Any) -> Any:
+            call = getattr(local, "call", None)
+            if call is not None:
+                counts[f"{call} {label(a)}"] += 1
+            return original(*a, **kw)
+
+        setattr(cls, method, wrapper)
+
+    def calls(method: str) -> None:
+        original = getattr(etcd_mutex.EtcdMutex, method)
+
+        @functools.wraps(original)
+        def wrapper(*a: Any, **kw: Any) -> Any:
+            local.call = method
+            try:
+                return original(*a, **kw)
+            finally:
+                local.call = None
+
+        setattr(etcd_mutex.EtcdMutex, method, wrapper)
+
+    counted(etcd_mutex._Gateway, "post", lambda a: a[1])
+    counted(WatchHub, "open", lambda a: "ws:watch-create")
+    counted(WatchHub, "cancel", lambda a: "ws:watch-cancel")
+    calls("acquire")
+    calls("release")
+    try:
+        contention.worker(spec, name, index, *args)
+    finally:
+        (Path(count_dir) / f"mutex-{index}.json").write_text(json.dumps(counts))
+
+
+def run_mutex(endpoint: str, processes: int, cycles: int, hold: float) -> tuple[dict, list[float], dict[str, float]]:
+    """The etcd-mutex target in the contention loop: its metrics, handoffs (seconds), requests per acquisition."""
+    spec = TargetSpec(MUTEX, endpoint, 10.0, tempfile.gettempdir())
+    with tempfile.TemporaryDirectory(prefix="lockd-handoff-mutex-") as tmp:
+        target = functools.partial(counted_mutex_worker, tmp)
+        metrics, handoffs, _ = contention.run_target(spec, processes, cycles, hold, target=target)
+        counts: Counter[str] = Counter()
+        for path in Path(tmp).glob("mutex-*.json"):
+            counts.update(json.loads(path.read_text()))
+    per = {kind: count / metrics["acquisitions"] for kind, count in sorted(counts.items())}
+    return metrics, handoffs, per
 
 
 # -- the floors, in the bench process -----------------------------------------------------------------------------
@@ -555,8 +616,19 @@ def summary(seconds: list[float], commit_s: float) -> dict[str, Any]:
     }
 
 
-def run(endpoint: str, processes: int, cycles: int, hold_ms: float, floor_cycles: int, keep: Path | None) -> dict:
-    """One whole measurement on the etcd at ``endpoint``; the report as a JSON-able dict."""
+def run(
+    endpoint: str,
+    processes: int,
+    cycles: int,
+    hold_ms: float,
+    floor_cycles: int,
+    keep: Path | None,
+    etcd_mutex: bool = True,
+) -> dict:
+    """One whole measurement on the etcd at ``endpoint``; the report as a JSON-able dict.
+
+    ``etcd_mutex``: also run etcd's own Mutex in the same loop (``etcd_mutex`` in the report; absent without it).
+    """
     hold = hold_ms / 1000.0
     lockd_spec = TargetSpec(LOCKD, endpoint, 10.0, tempfile.gettempdir())
     tooz_spec = TargetSpec(TOOZ, endpoint, 10.0, tempfile.gettempdir())
@@ -572,6 +644,8 @@ def run(endpoint: str, processes: int, cycles: int, hold_ms: float, floor_cycles
         traced, _, _ = contention.run_target(lockd_spec, processes, cycles, hold, target=target)
         holds, outside, steps = load_holds(trace_dir)
     plain, _, _ = contention.run_target(lockd_spec, processes, cycles, hold)
+    # etcd-mutex before stock tooz, whose leases (one per attempt, never revoked) stay in etcd until their TTL
+    mutex = run_mutex(endpoint, processes, cycles, hold) if etcd_mutex else None
     stock, _, _ = contention.run_target(tooz_spec, processes, cycles, hold)
     for name, values in measure_commit_floor(endpoint, floor_cycles - floor_cycles // 2).items():
         floor[name].extend(values)
@@ -587,7 +661,7 @@ def run(endpoint: str, processes: int, cycles: int, hold_ms: float, floor_cycles
     terms = {
         name: {"what": what, "critical_path": path, **summary(seconds[name], commit_s)} for name, what, path in TERMS
     }
-    return {
+    report = {
         "machine": {
             "nproc": os.cpu_count(),
             "loadavg_at_start": round(load_at_start, 2),
@@ -615,6 +689,16 @@ def run(endpoint: str, processes: int, cycles: int, hold_ms: float, floor_cycles
             "lockd_traced_handoff_p50_ms": traced["handoff_p50_ms"],
         },
     }
+    if mutex is not None:
+        metrics, handoffs, requests = mutex
+        report["etcd_mutex"] = {
+            "handoff": summary(handoffs, commit_s),
+            "per_s": metrics["throughput_per_s"],
+            "counter_exact": metrics["counter_exact"],
+            "requests_per_acquisition": requests,
+        }
+        report["acquisitions"]["counters_exact"] &= metrics["counter_exact"]
+    return report
 
 
 def _fmt(value: float, spec: str = "{:.3f}") -> str:
@@ -676,6 +760,17 @@ def render(report: dict[str, Any]) -> str:
         f"p99 {a['lockd_handoff_p99_ms']:.2f} ms (the contention scenario's definition); "
         f"counters {'exact' if a['counters_exact'] else 'WRONG'}",
     ]
+    mutex = report.get("etcd_mutex")
+    if mutex:
+        h = mutex["handoff"]
+        lines += [
+            "",
+            f"etcd-mutex (etcd's concurrency.Mutex over the same gateway): {mutex['per_s']:.1f} acquisitions/s, "
+            f"handoff p50 {_fmt(h['p50_ms'])} ms = {_fmt(h['p50_commits'], '{:.2f}')} commits, "
+            f"p99 {_fmt(h['p99_ms'])} ms = {_fmt(h['p99_commits'], '{:.2f}')} commits (n={h['n']})",
+            "   etcd requests per acquisition (call and path, inside acquire and release)",
+            *(f"   {kind:<32} {per:.2f}" for kind, per in mutex["requests_per_acquisition"].items()),
+        ]
     return "\n".join(lines)
 
 
@@ -705,6 +800,17 @@ def markdown(reports: list[dict[str, Any]]) -> str:
     )
     loads = " · ".join(f"{r['machine']['loadavg_at_start']}-{r['machine']['loadavg_at_end']}" for r in reports)
     lines.append(f"| acquisitions/s: lockd (traced) / stock tooz = ratio | {rates} | | | |")
+    if all("etcd_mutex" in r for r in reports):  # runs from before the etcd-mutex target have none
+        stats = [r["etcd_mutex"]["handoff"] for r in reports]
+        cells = [
+            column(stats, lambda s: f"{s['p50_ms']:.2f} ({s['p50_commits']:.2f})"),
+            column(stats, lambda s: f"{s['p99_ms']:.2f}"),
+            column(stats, lambda s: f"{s['mean_ms']:.2f}"),
+            " · ".join(str(s["n"]) for s in stats),
+        ]
+        lines.append("| etcd-mutex: handoff | " + " | ".join(cells) + " |")
+        rates = " · ".join(f"{r['etcd_mutex']['per_s']:.0f}" for r in reports)
+        lines.append(f"| acquisitions/s: etcd-mutex | {rates} | | | |")
     lines.append(f"| load average at start-end (the bench's own processes included) | {loads} | | | |")
     return "\n".join(lines)
 
@@ -717,6 +823,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold-ms", type=float, default=1.0, help="time each holder holds (default 1 ms)")
     parser.add_argument("--floor-cycles", type=int, default=1000, help="floor cycles, half before, half after")
     parser.add_argument("--keep-traces", type=Path, help="write the workers' JSONL traces here and keep them")
+    parser.add_argument(
+        "--no-etcd-mutex", dest="etcd_mutex", action="store_false",
+        help="leave out etcd's own Mutex in the same loop (the etcd-mutex target; one contention run less)",
+    )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the report as JSON (NaN as null)")
     parser.add_argument("--table", nargs="+", type=Path, metavar="JSON", help="print earlier --json runs as Markdown")
     args = parser.parse_args(argv)
@@ -727,7 +837,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--processes, --cycles and --floor-cycles must be at least 2, --hold-ms at least 0")
     measure: Callable[[str], dict] = functools.partial(
         run, processes=args.processes, cycles=args.cycles, hold_ms=args.hold_ms, floor_cycles=args.floor_cycles,
-        keep=args.keep_traces,
+        keep=args.keep_traces, etcd_mutex=args.etcd_mutex,
     )  # fmt: skip
     try:
         if args.url:

@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from lockd.bench.result import ScenarioResult
-from lockd.bench.targets import FLOOR, TOOZ
+from lockd.bench.targets import FLOOR, MUTEX, TOOZ
 
 # Per scenario: (metric, header, format, show ratio to stock tooz). Scenarios not listed print every number.
 COLUMNS: dict[str, list[tuple[str, str, str, bool]]] = {
@@ -23,7 +23,9 @@ COLUMNS: dict[str, list[tuple[str, str, str, bool]]] = {
     "contention": [
         ("throughput_per_s", "acq/s", "{:.1f}", True),
         ("handoff_p50_ms", "handoff p50 ms", "{:.2f}", True),
+        ("handoff_p50_commits", "p50 commits", "{:.2f}", False),
         ("handoff_p99_ms", "handoff p99 ms", "{:.2f}", True),
+        ("handoff_p99_commits", "p99 commits", "{:.2f}", False),
         ("max_wait_ms", "max wait ms", "{:.0f}", True),
         ("jain", "Jain", "{:.3f}", False),
         ("counter_exact", "counter", "{}", False),
@@ -88,15 +90,19 @@ COLUMNS: dict[str, list[tuple[str, str, str, bool]]] = {
 
 @dataclasses.dataclass
 class Floor:
-    """One floor of issue 2: ``ok`` is None when the scenario that checks it did not run."""
+    """One floor line: ``ok`` is None when the scenario that checks it did not run; an ``info`` line only
+    reports a comparison (its verdict is ``info``, whatever ``ok`` says)."""
 
     name: str
     required: str
     measured: str
     ok: bool | None
+    info: bool = False
 
     @property
     def verdict(self) -> str:
+        if self.info:
+            return "info"
         return {True: "PASS", False: "FAIL", None: "n/a"}[self.ok]
 
 
@@ -133,6 +139,8 @@ class Report:
         )  # fmt: skip
         self.floors.append(_abs_floor("contention Jain fairness >= 0.9", lockd, "jain", ">=", 0.9, "{:.3f}"))
         self.floors.append(_abs_floor("contention handoff p99 <= 50 ms", lockd, "handoff_p99_ms", "<=", 50, "{:.2f}"))
+        if co is not None and "commit" in co.details:
+            self.floors.extend(_commit_floors(co, lockd))
         exact = None if lockd is None else bool(lockd.get("counter_exact"))
         measured = "-" if lockd is None else f"{lockd['counter']} of {lockd['counter_expected']}"
         self.floors.append(Floor("contention counter exact", "every increment kept", measured, exact))
@@ -278,6 +286,34 @@ def _ratio_floor(
     ratio = lockd[key] / base[key]
     measured = f"{fmt.format(lockd[key])} vs {fmt.format(base[key])} = {ratio:.2f}x"
     return Floor(name, required, measured, _compare(ratio, op, factor))
+
+
+def _commit_floors(co: ScenarioResult, lockd: dict[str, Any] | None) -> list[Floor]:
+    """Issue 25's handoff floors in the run's commits, and lockd's handoff against etcd's own Mutex (information)."""
+    from lockd.bench.scenarios.contention import HANDOFF_P50_COMMITS, HANDOFF_P99_COMMITS
+
+    commit = co.details["commit"]["p50_ms"]
+    floors = []
+    for q, bound in (("p50", HANDOFF_P50_COMMITS), ("p99", HANDOFF_P99_COMMITS)):
+        name, required = f"contention handoff {q} <= {bound:g} commits (issue 25)", f"<= {bound:g} commits"
+        commits = None if lockd is None else lockd.get(f"handoff_{q}_commits")
+        if commits is None or _nan(commits):
+            floors.append(Floor(name, required, "-", None))
+            continue
+        measured = f"{lockd[f'handoff_{q}_ms']:.2f} ms / commit {commit:.3f} ms = {commits:.2f} commits"
+        floors.append(Floor(name, required, measured, commits <= bound))
+    mutex = co.metrics.get(MUTEX)
+    name = "contention lockd handoff p50 vs etcd-mutex handoff p50"
+    if lockd is None or mutex is None or not mutex.get("handoff_p50_ms") or _nan(lockd.get("handoff_p50_ms")):
+        floors.append(Floor(name, "information", "-", None, info=True))
+    else:
+        ours, theirs = lockd["handoff_p50_ms"], mutex["handoff_p50_ms"]
+        measured = (
+            f"{ours:.2f} ms ({ours / commit:.2f} commits) vs {theirs:.2f} ms ({theirs / commit:.2f} commits) "
+            f"= {ours / theirs:.2f}x"
+        )
+        floors.append(Floor(name, "information", measured, None, info=True))
+    return floors
 
 
 def _abs_floor(name: str, lockd: Any, key: str, op: str, bound: float, fmt: str) -> Floor:

@@ -16,7 +16,7 @@ from lockd.bench import etcd_admin
 from lockd.bench.etcd import LocalEtcd
 from lockd.bench.report import Report
 from lockd.bench.result import ScenarioResult
-from lockd.bench.targets import FLOOR, LOCKD, OSLO, TOOZ, TargetSpec, parse_endpoint
+from lockd.bench.targets import FLOOR, LOCKD, MUTEX, OSLO, TOOZ, TargetSpec, parse_endpoint
 
 #: Scenario names in the order they run by default; ``--scenario`` picks a subset.
 SCENARIOS = ("uncontended", "contention", "leases", "crash", "status", "fleet")
@@ -33,6 +33,7 @@ class BenchConfig:
     processes: int = 8
     cycles: int = 100
     hold_ms: float = 1.0
+    commit_samples: int = 300  # the contention scenario's commit: put-if-absent txns timed (0: none)
     ops: int = 1000
     lease_cycles: int = 1000
     lease_ttl: float = 10.0
@@ -81,7 +82,8 @@ def run(config: BenchConfig, progress: bool = False, log: TextIO = sys.stderr) -
         _etcd(config) as (endpoint, origin, etcd_pid),
         tempfile.TemporaryDirectory(prefix="lockd-bench-locks-") as lock_dir,
     ):
-        spec = {kind: TargetSpec(kind, endpoint, config.lease_ttl, lock_dir) for kind in (LOCKD, TOOZ, OSLO, FLOOR)}
+        kinds = (LOCKD, TOOZ, OSLO, FLOOR, MUTEX)
+        spec = {kind: TargetSpec(kind, endpoint, config.lease_ttl, lock_dir) for kind in kinds}
         report = Report(
             machine={
                 "nproc": os.cpu_count(),
@@ -132,8 +134,10 @@ def _run_classic(name: str, config: BenchConfig, spec: dict[str, TargetSpec], et
     if name == "contention":
         from lockd.bench.scenarios import contention
 
+        # etcd-mutex next to lockd, before stock tooz, whose leases (one per attempt, never revoked) stay in etcd
+        targets = [spec[LOCKD], spec[MUTEX], spec[TOOZ], spec[OSLO]]
         return contention.run(
-            [spec[LOCKD], spec[TOOZ], spec[OSLO]], config.processes, config.cycles, config.hold_ms / 1000.0, etcd_pid
+            targets, config.processes, config.cycles, config.hold_ms / 1000.0, etcd_pid, config.commit_samples
         )
     if name == "leases":
         from lockd.bench.scenarios import leases

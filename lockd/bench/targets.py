@@ -7,7 +7,9 @@ Every target answers ``open(member) -> Backend`` and ``Backend.lock(name) -> Ben
 - ``tooz``: stock tooz ``etcd3+http://`` on the same etcd (what Cinder uses today);
 - ``oslo-file``: oslo.concurrency's external file lock, the host-local reference (no network at all);
 - ``etcd-floor``: two raw etcd txns (put-if-absent, delete) over one kept-alive ``http.client`` connection,
-  the least any etcd lock can cost; only meaningful uncontended, since it cannot wait.
+  the least any etcd lock can cost; only meaningful uncontended, since it cannot wait;
+- ``etcd-mutex``: etcd's own ``concurrency.Mutex`` algorithm, request for request, over the same gateway
+  (lockd.bench.etcd_mutex): what issue 25 holds lockd's handoff against, measured in the same loop.
 
 A :class:`TargetSpec` is a small frozen dataclass so it pickles into ``multiprocessing`` spawn workers.
 """
@@ -27,10 +29,11 @@ LOCKD = "lockd"
 TOOZ = "tooz"
 OSLO = "oslo-file"
 FLOOR = "etcd-floor"
-ALL_TARGETS = (LOCKD, TOOZ, OSLO, FLOOR)
+MUTEX = "etcd-mutex"
+ALL_TARGETS = (LOCKD, TOOZ, OSLO, FLOOR, MUTEX)
 
-#: Targets that hold an etcd lock with a lease, i.e. those the TTL-based scenarios apply to.
-ETCD_LOCKS = (LOCKD, TOOZ)
+#: Targets that hold an etcd lock on a lease: the contention scenario counts the leases they leave alive.
+ETCD_LOCKS = (LOCKD, TOOZ, MUTEX)
 
 
 class BenchLock(Protocol):
@@ -65,7 +68,7 @@ def parse_endpoint(url: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class TargetSpec:
-    """What to build: ``kind`` is one of ALL_TARGETS; ``lease_ttl`` is used for lockd and stock tooz alike."""
+    """What to build: ``kind`` is one of ALL_TARGETS; ``lease_ttl`` is used for lockd, stock tooz and etcd-mutex."""
 
     kind: str
     endpoint: str
@@ -89,6 +92,10 @@ class TargetSpec:
             return OsloBackend(self.lock_dir)
         if self.kind == FLOOR:
             return FloorBackend(self.endpoint)
+        if self.kind == MUTEX:
+            from lockd.bench.etcd_mutex import MutexBackend
+
+            return MutexBackend(self.endpoint, self.lease_ttl)
         raise UsageError(f"unknown bench target {self.kind!r}")
 
 

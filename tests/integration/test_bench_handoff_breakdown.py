@@ -36,7 +36,7 @@ def test_handoff_breakdown_reports_every_term_consistently(etcd_url: str) -> Non
     run = subprocess.run(
         [
             sys.executable, "-m", "bench.handoff_breakdown", "--url", etcd_url,
-            "--processes", "2", "--cycles", "6", "--floor-cycles", "20", "--json",
+            "--processes", "2", "--cycles", "6", "--floor-cycles", "20", "--no-etcd-mutex", "--json",
         ],
         cwd=REPO, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
@@ -77,6 +77,8 @@ def test_handoff_breakdown_reports_every_term_consistently(etcd_url: str) -> Non
     per_acquisition = report["requests_per_acquisition"]
     assert math.isclose(per_acquisition["release kv/txn"], 1.0)
     assert math.isclose(per_acquisition["enqueue kv/txn"], 1.0)
+
+    assert "etcd_mutex" not in report  # left out (--no-etcd-mutex): the contention tests run that target
 
     acquisitions = report["acquisitions"]
     assert acquisitions["counters_exact"] is True

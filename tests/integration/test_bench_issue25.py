@@ -1,4 +1,5 @@
-"""Issue 25's bench figures at tiny sizes: the fleet scenario, the status one-txn floor, etcd CPU per 1,000.
+"""Issue 25's bench figures at tiny sizes: the fleet scenario, the status one-txn floor, etcd CPU per 1,000, and the
+contention scenario's commit, handoffs in commits and etcd's own Mutex (the etcd-mutex target) as a control.
 
 As in test_bench_smoke.py, speed is never asserted (the machine is shared and small): the figures must exist,
 be positive where they count something, add up exactly, and reach the table and the floors.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from typing import Any
 
 import pytest
@@ -61,6 +63,7 @@ def test_private_etcd_reports_etcd_cpu_and_the_raw_floors() -> None:
         ops=10,
         processes=2,
         cycles=10,
+        commit_samples=40,
         status_ops=20,
         status_racers=2,
         status_rounds=1,
@@ -75,13 +78,28 @@ def test_private_etcd_reports_etcd_cpu_and_the_raw_floors() -> None:
     scenarios = data["scenarios"]
 
     contention = scenarios["contention"]["metrics"]
-    for kind in ("lockd", "tooz"):  # both talk to etcd the whole time: its CPU must have moved
+    assert list(contention) == ["lockd", "etcd-mutex", "tooz", "oslo-file"]
+    for kind in ("lockd", "etcd-mutex", "tooz"):  # all talk to etcd the whole time: its CPU must have moved
         assert contention[kind]["counter_exact"] is True
         assert _positive(contention[kind]["etcd_cpu_s"]) and _positive(contention[kind]["etcd_cpu_per_1000"])
         assert contention[kind]["etcd_cpu_per_1000"] == pytest.approx(
             contention[kind]["etcd_cpu_s"] * 1000 / contention[kind]["acquisitions"]
         )
     assert contention["oslo-file"]["etcd_cpu_per_1000"] >= 0  # no etcd traffic, only etcd's own ticking
+
+    # etcd's own Mutex: FIFO like lockd, so a waiter is queued at every release (2 workers x 10: 19 handoffs at most)
+    mutex = contention["etcd-mutex"]
+    assert mutex["counter"] == mutex["counter_expected"] == 20 and mutex["overlaps"] == 0
+    assert 0 < mutex["handoffs"] <= 19 and _positive(mutex["handoff_p50_ms"])
+    assert mutex["leases_live"] <= 2  # one session lease per worker process
+    commit = scenarios["contention"]["details"]["commit"]
+    assert commit["n"] == scenarios["contention"]["params"]["commit_samples"] == 40 and _positive(commit["p50_ms"])
+    for kind in ("lockd", "etcd-mutex"):  # stock tooz may have no handoff at all in 20 cycles (its p50 is null)
+        for q in ("p50", "p99"):
+            assert contention[kind][f"handoff_{q}_commits"] == pytest.approx(
+                contention[kind][f"handoff_{q}_ms"] / commit["p50_ms"]
+            )
+    assert "handoff_p50_commits" in contention["tooz"] and "handoff_p50_commits" not in contention["oslo-file"]
 
     status = scenarios["status"]
     assert not status["skipped"], status["notes"]
@@ -97,7 +115,10 @@ def test_private_etcd_reports_etcd_cpu_and_the_raw_floors() -> None:
         assert _positive(metrics["etcd_cpu_per_1000"])
 
     verdicts = {f["name"]: f["verdict"] for f in data["floors"]}
+    assert verdicts["contention lockd handoff p50 vs etcd-mutex handoff p50"] == "info"
     for name in (
+        "contention handoff p50 <= 1.5 commits (issue 25)",
+        "contention handoff p99 <= 4 commits (issue 25)",
         "uncontended p50 <= 1.1 x etcd two-txn floor (issue 25)",
         "status fenced transition p50 <= 1.1 x one-txn floor (issue 25)",
         "fleet acq/s >= 0.8 x raw two-txn floor, 2 processes x 1 threads (issue 25)",
@@ -105,6 +126,17 @@ def test_private_etcd_reports_etcd_cpu_and_the_raw_floors() -> None:
         assert verdicts[name] in ("PASS", "FAIL")
 
     table = report.table()
+    number = r"\d+\.\d+"
+    for line in (
+        rf"(PASS|FAIL)  contention handoff p50 <= 1\.5 commits \(issue 25\) +required <= 1\.5 commits +measured "
+        rf"{number} ms / commit {number} ms = {number} commits",
+        rf"(PASS|FAIL)  contention handoff p99 <= 4 commits \(issue 25\) +required <= 4 commits +measured "
+        rf"{number} ms / commit {number} ms = {number} commits",
+        rf"info  contention lockd handoff p50 vs etcd-mutex handoff p50 +required information +measured "
+        rf"{number} ms \({number} commits\) vs {number} ms \({number} commits\) = {number}x",
+        r"   etcd-mutex +\d",  # its row in the contention table
+    ):
+        assert re.search(line, table), line
     for text in (
         "etcd CPU s/1000 acq",
         "fenced p50 ms",

@@ -14,7 +14,11 @@ Definitions:
 - throughput: all acquisitions over the time from the first request to the last release;
 - etcd CPU per 1,000 acquisitions: the etcd process's user+system CPU seconds from the start barrier until the
   last worker finished, per 1,000 acquisitions; only for the etcd the bench started itself (else "n/a").
-  Stock tooz's waiters poll etcd while they wait, lockd's watch: this is where that shows.
+  Stock tooz's waiters poll etcd while they wait, lockd's watch: this is where that shows;
+- a commit (issue 25's unit for a handoff): the p50 of a put-if-absent txn on one kept-alive ``http.client``
+  connection to the same etcd with nothing else running (the etcd-floor target's acquire, a delete after each
+  not timed), ``COMMIT_SAMPLES`` of them, half before the targets and half after; each etcd target's handoff
+  p50 and p99 are also given in commits (``handoff_p50_commits``, ``handoff_p99_commits``).
 """
 
 from __future__ import annotations
@@ -35,10 +39,17 @@ from lockd.bench import etcd_admin
 from lockd.bench.etcd import cpu_seconds
 from lockd.bench.result import ScenarioResult
 from lockd.bench.stats import jain, latency_summary
-from lockd.bench.targets import ETCD_LOCKS, TargetSpec
+from lockd.bench.targets import ETCD_LOCKS, MUTEX, FloorBackend, TargetSpec
 
 # (worker, requested, acquired, release_started, released)
 Hold = tuple[int, float, float, float, float]
+
+#: Put-if-absent txns timed for the run's commit (half before the targets, half after), and warm-up ones before.
+COMMIT_SAMPLES = 300
+COMMIT_WARMUP = 20
+#: Issue 25's floors for lockd's handoff, in this run's commits.
+HANDOFF_P50_COMMITS = 1.5
+HANDOFF_P99_COMMITS = 4.0
 
 
 def _bump(counter: Path, hold: float) -> None:
@@ -220,24 +231,63 @@ def _wait_for_workers(
         raise RuntimeError(f"{kind}: contention workers did not all start: {reason}") from None
 
 
+def commit_seconds(endpoint: str, samples: int, warmup: int = COMMIT_WARMUP) -> list[float]:
+    """Seconds per put-if-absent txn on one kept-alive connection (each followed by an untimed delete).
+
+    The same measure as bench/handoff_breakdown.py's "commit": the etcd-floor target's acquire, nothing of a lock.
+    Raises RuntimeError when a put-if-absent fails (its key was left over).
+    """
+    backend = FloorBackend(endpoint)
+    lock = backend.lock(f"commit-{uuid.uuid4().hex[:8]}")
+    seconds: list[float] = []
+    try:
+        for i in range(warmup + samples):
+            started = time.perf_counter()
+            if not lock.acquire():
+                raise RuntimeError("commit floor: the put-if-absent failed (key left over?)")
+            put = time.perf_counter()
+            lock.release()
+            if i >= warmup:
+                seconds.append(put - started)
+    finally:
+        backend.close()
+    return seconds
+
+
 def run(
-    specs: list[TargetSpec], processes: int, cycles: int, hold: float, etcd_pid: int | None = None
+    specs: list[TargetSpec],
+    processes: int,
+    cycles: int,
+    hold: float,
+    etcd_pid: int | None = None,
+    commit_samples: int = COMMIT_SAMPLES,
 ) -> ScenarioResult:
     """Run the contention loop for each target in turn. Raises RuntimeError when a worker fails or hangs.
 
     ``etcd_pid`` is the bench's own etcd, for etcd's CPU per 1,000 acquisitions (None: reported as "n/a").
+    ``commit_samples`` put-if-absent txns give the run's commit (0: none, and no handoff in commits).
     """
     result = ScenarioResult(
         "contention",
         f"{processes} processes x {cycles} cycles on one name, {hold * 1000:g} ms hold",
-        params={"processes": processes, "cycles": cycles, "hold_ms": hold * 1000},
+        params={"processes": processes, "cycles": cycles, "hold_ms": hold * 1000, "commit_samples": commit_samples},
     )
+    endpoint = specs[0].endpoint if specs else ""
+    commits = commit_seconds(endpoint, commit_samples // 2) if commit_samples and endpoint else []
     counts_by_target: dict[str, list[int]] = {}
     for spec in specs:
         metrics, handoffs, counts = run_target(spec, processes, cycles, hold, etcd_pid=etcd_pid)
         result.metrics[spec.kind] = metrics
         result.samples[spec.kind] = handoffs
         counts_by_target[spec.kind] = counts
+    if commits:
+        commits += commit_seconds(endpoint, commit_samples - commit_samples // 2)
+        commit = latency_summary(commits)
+        result.details["commit"] = commit
+        for kind, metrics in result.metrics.items():
+            if kind in ETCD_LOCKS:
+                metrics["handoff_p50_commits"] = metrics["handoff_p50_ms"] / commit["p50_ms"]
+                metrics["handoff_p99_commits"] = metrics["handoff_p99_ms"] / commit["p50_ms"]
     result.details["window_counts"] = counts_by_target
     result.notes.append(
         "handoff = release start -> next waiter's acquire; Jain over per-worker acquisitions until the first "
@@ -245,4 +295,15 @@ def run(
         "bench's etcd process's user+system seconds from the start barrier to the last worker's end, per 1,000 "
         "acquisitions (n/a: an etcd the bench did not start)"
     )
+    if commits:
+        result.notes.append(
+            f"commits = handoff over this run's commit: a put-if-absent txn p50 on one kept-alive connection, "
+            f"{commit['p50_ms']:.3f} ms (p99 {commit['p99_ms']:.3f} ms, {commit['n']} txns, half before the targets "
+            "and half after)"
+        )
+    if MUTEX in result.metrics:
+        result.notes.append(
+            "etcd-mutex = etcd's own concurrency.Mutex algorithm, request for request, over the same gateway "
+            "(lockd.bench.etcd_mutex): the handoff etcd's Mutex pays in this loop"
+        )
     return result
