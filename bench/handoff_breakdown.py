@@ -506,6 +506,8 @@ def handoff_terms(holds: list[Hold]) -> tuple[dict[str, list[float]], dict[str, 
     in_flight = InFlight(holds)
     beside_take: Counter[str] = Counter()  # other requests in flight during the winning take, by step and path
     take_by_crowd: dict[str, list[float]] = {}  # take commit by how many other requests were in flight
+    beside_release: Counter[str] = Counter()  # the same for the release txn (the grant, since issue 25)
+    release_by_crowd: dict[str, list[float]] = {}
     for previous, hold in zip(holds, holds[1:], strict=False):
         release, acquire = previous.release, hold.acquire
         if release is None:
@@ -534,6 +536,9 @@ def handoff_terms(holds: list[Hold]) -> tuple[dict[str, list[float]], dict[str, 
         t1, t2, revision = sent_release["t_send"], sent_release["t_answer"], sent_release.get("revision")
         terms["release_call_to_send"].append(t1 - t0)
         terms["release_commit"].append(t2 - t1)
+        crowd = in_flight.during(sent_release)
+        beside_release.update(f"{r['step']} {r['path']}" for r in crowd)
+        release_by_crowd.setdefault("3+" if len(crowd) >= 3 else str(len(crowd)), []).append(t2 - t1)
         wake = next((w for w in acquire["wakes"] if w["revision"] == revision and w["t_recv"] is not None), None)
         winning = next((r for r in reversed(takes) if r.get("revision") == acquire["token"]), None)
         if wake is None:
@@ -573,6 +578,10 @@ def handoff_terms(holds: list[Hold]) -> tuple[dict[str, list[float]], dict[str, 
         "in_flight_during_take": {kind: k / n for kind, k in sorted(beside_take.items())} if n else {},
         "take_commit_p50_ms_by_in_flight": {
             k: {"n": len(v), "p50_ms": percentile(v, 50) * 1000.0} for k, v in sorted(take_by_crowd.items())
+        },
+        "in_flight_during_release": {kind: k / n for kind, k in sorted(beside_release.items())} if n else {},
+        "release_commit_p50_ms_by_in_flight": {
+            k: {"n": len(v), "p50_ms": percentile(v, 50) * 1000.0} for k, v in sorted(release_by_crowd.items())
         },
     }
     return terms, extra
@@ -747,6 +756,13 @@ def render(report: dict[str, Any]) -> str:
         + ", ".join(f"{kind} {k:.2f}" for kind, k in h["in_flight_during_take"].items()),
         "   take commit p50 by other requests in flight: "
         + ", ".join(f"{k}: {v['p50_ms']:.3f} ms (n={v['n']})" for k, v in h["take_commit_p50_ms_by_in_flight"].items()),
+        "   other etcd requests in flight during the release txn, per handoff: "
+        + ", ".join(f"{kind} {k:.2f}" for kind, k in h.get("in_flight_during_release", {}).items()),
+        "   release commit p50 by other requests in flight: "
+        + ", ".join(
+            f"{k}: {v['p50_ms']:.3f} ms (n={v['n']})"
+            for k, v in h.get("release_commit_p50_ms_by_in_flight", {}).items()
+        ),
         f"   handoff p50 {_fmt(handoff['p50_ms'])} ms = {_fmt(handoff['p50_commits'], '{:.2f}')} commits, of which "
         f"one commit + one event (release sent -> event) {_fmt(event['p50_ms'])} ms; above it "
         f"{_fmt(handoff['mean_ms'] - event['mean_ms'])} ms on average",
