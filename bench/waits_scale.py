@@ -1,6 +1,6 @@
 """``GET /v1/waits`` with 10,000 locks held and 10,000 waiters (not a test; the figure for docs/benchmarks.md).
 
-Floor (issue 26): p50 <= 50 ms.
+Floor (issue 26): p50 <= 50 ms, in each of the three conditions below (waiters that move included).
 
 Setup, all on loopback: a private etcd (lockd.embedded), `lockd serve` as a subprocess watching it, and the
 lock state written straight into etcd, in the lockd protocol's layout and values (lockd.etcd.keys, the holder
@@ -13,12 +13,14 @@ one real waiters would give. 200 txns of 100 puts take a few seconds. All keys s
 
 Then ``--calls`` requests of ``GET /v1/waits`` on one keep-alive connection, in three conditions:
 
-  unchanged   the lock state does not move between calls (the answer kept for the view's revision serves);
+  unchanged   the lock state does not move between calls (the answer kept with the graph serves);
   moved       before each call a key the view watches but no edge depends on is written (a status key, as a
-              free lock taken or released would be): the revision moves, the graph is drawn again and found
-              equal to the one kept, whose answer serves;
-  edge        before each call one more waiter queues on a lock (or leaves it again), so an edge changes and the
-              answer is built afresh from the graph: the cost under churn of the waiters themselves.
+              free lock taken or released would be): the revision moves, no lock's edges change, and the graph
+              the view keeps (lockd.api.waits.KeptGraph) and its answer stay as they were;
+  edge        before each call one more waiter queues on a lock (or leaves it again), so an edge and an owner
+              come or go: the view draws that lock's edges again, and the answer is joined anew from the JSON
+              kept per lock and per owner, only that lock's and that owner's made afresh: the cost under churn
+              of the waiters themselves.
 
     .venv/bin/python bench/waits_scale.py [--locks 10000] [--calls 50] [--tree DIR]
 
@@ -178,7 +180,7 @@ def main() -> int:
 
     unchanged, same, changed = results["unchanged"], results["moved"], results["edge"]
     assert isinstance(unchanged, dict) and isinstance(same, dict) and isinstance(changed, dict)
-    results["floor_met"] = unchanged["p50_ms"] <= FLOOR_P50_MS
+    results["floor_met"] = all(found["p50_ms"] <= FLOOR_P50_MS for found in (unchanged, same, changed))
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -186,10 +188,10 @@ def main() -> int:
         assert isinstance(size, int)
         print(f"GET /v1/waits, {args.locks:,} held, {args.locks:,} waiters, {args.calls} calls each; answer "
               f"{size / 1e6:.1f} MB; filled in {filled} s; {os.cpu_count()} cores")  # fmt: skip
-        print(f"  unchanged view    p50 {unchanged['p50_ms']:7.1f} ms  p99 {unchanged['p99_ms']:7.1f} ms  "
-              f"floor p50 <= {FLOOR_P50_MS:.0f} ms {'PASS' if results['floor_met'] else 'FAIL'}")  # fmt: skip
-        print(f"  revision moved    p50 {same['p50_ms']:7.1f} ms  p99 {same['p99_ms']:7.1f} ms  (no edge changed)")
-        print(f"  an edge changed   p50 {changed['p50_ms']:7.1f} ms  p99 {changed['p99_ms']:7.1f} ms  (built afresh)")
+        for label, found in (("unchanged view", unchanged), ("revision moved", same), ("an edge changed", changed)):
+            verdict = "PASS" if found["p50_ms"] <= FLOOR_P50_MS else "FAIL"
+            print(f"  {label:16}  p50 {found['p50_ms']:7.1f} ms  p99 {found['p99_ms']:7.1f} ms  "
+                  f"floor p50 <= {FLOOR_P50_MS:.0f} ms {verdict}")  # fmt: skip
     return 0 if results["floor_met"] else 1
 
 

@@ -12,6 +12,11 @@ with how it ended:
 - ``lost``: the holder's member record went in the same revision: its session lease ended (expired, or was
   revoked by a process that stopped holding locks), and etcd deleted every key on it at once.
 - ``released``: any other delete, and every grant (the holder handed the lock to the next waiter).
+- ``unobserved``: the view's watch broke (etcd restarted, the connection cut, a compaction) while the hold was
+  on, and the full read that follows found the key gone or naming another holder. The hold ended somewhere
+  between the moment the view last knew its copy current (its watch's last batch, or its last full read) and
+  that read: ``ended`` is the read, ``ended_after`` the other bound (``ended_between`` in the API); how it ended
+  and how long it was held are not known, and it counts in no hold percentile of the profile.
 
 How long a hold waited is known when the view saw the holder's queue entry appear (from then to the start);
 a lockd holder that took a free lock with an empty queue puts no entry and waited for nothing (0); a stock tooz
@@ -24,8 +29,8 @@ arithmetic, not a search, and stays valid while the log turns over (the holds be
 Strings that repeat across holds (member, host, template) are interned, so 100,000 holds cost tens of
 megabytes (tests/unit/test_history.py measures it).
 
-Not kept: holds that ended while the view was not watching (a broken stream is followed by a full read, which
-sees only what is held then); holds still in progress are the view's, not the log's.
+Not kept: holds that began and ended while the view was not watching (the full read after a broken stream sees
+only what is held then); holds still in progress are the view's, not the log's.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from itertools import islice
 from lockd.config import DEFAULT_MAX_AGE, DEFAULT_MAX_HOLDS
 
 #: How a hold ended; "held" marks one still in progress (only in answers, never in the log).
-ENDINGS = ("released", "lost", "broken")
+ENDINGS = ("released", "lost", "broken", "unobserved")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,15 +62,23 @@ class Hold:
     token: int
     started: float | None  # wall time the watch saw it start; the holder's own after a full read; None: unknown
     waited: float | None  # from its queue entry's appearance in the view to the start; None: unknown
-    ended: float | None  # None while held
+    ended: float | None  # None while held; for an unobserved end, the latest it can have been
     how: str  # one of ENDINGS, or "held"
+    ended_after: float | None = None  # an unobserved end only: the earliest it can have been
 
     @property
     def held(self) -> float | None:
-        """Seconds held (so far, for one in progress: pass its end as ``ended``)."""
-        if self.started is None or self.ended is None:
+        """Seconds held (so far, for one in progress: pass its end as ``ended``); None when not known."""
+        if self.started is None or self.ended is None or self.ended_after is not None:
             return None
         return max(0.0, self.ended - self.started)
+
+    @property
+    def ended_between(self) -> tuple[float, float] | None:
+        """For an end the view did not see (``unobserved``): the two moments it lies between; else None."""
+        if self.ended_after is None or self.ended is None:
+            return None
+        return (self.ended_after, self.ended)
 
 
 def intern(text: str | None) -> str | None:
@@ -101,15 +114,17 @@ class HoldLog:
         waited: float | None,
         ended: float,
         how: str,
+        ended_after: float | None = None,
     ) -> None:
-        """Record a hold that ended at ``ended`` (wall time), dropping what falls out of the bounds."""
+        """Record a hold that ended at ``ended`` (wall time), dropping what falls out of the bounds.
+        ``ended_after``: for an end not seen (``unobserved``), the earliest it can have been; ``ended`` the latest."""
         if not self.max_holds:
             return
         member, host, pid, thread = owner
         with self._mutex:
             hold = Hold(
                 self._next_seq, name, template, intern(member), intern(host), pid, thread, token, started, waited,
-                ended, how,
+                ended, how, ended_after,
             )  # fmt: skip
             self._next_seq += 1
             holds = self._holds

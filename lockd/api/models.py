@@ -145,9 +145,21 @@ class HoldOut(BaseModel):
     token: int
     started: float | None = Field(description="Unix time the hold began (null: unknown)")
     waited: float | None = Field(description="seconds from its queue entry's appearance to the start (null: unknown)")
-    held: float | None = Field(description="seconds held (so far, for one in progress; null: unknown start)")
-    ended: float | None = Field(description="Unix time it ended; null while held")
-    how: str = Field(description="released, lost (its lease ended), broken (lockd break), or held (in progress)")
+    held: float | None = Field(
+        description="seconds held (so far, for one in progress; null: unknown start, or an unobserved end)"
+    )
+    ended: float | None = Field(
+        description="Unix time it ended (unobserved: the latest it can have been); null while held"
+    )
+    how: str = Field(
+        description="released, lost (its lease ended), broken (lockd break), held (in progress), or unobserved "
+        "(it ended while the sidecar's watch was broken: see ended_between)"
+    )
+    ended_between: tuple[float, float] | None = Field(
+        None,
+        description="unobserved ends only: [the sidecar's last word from etcd before its watch broke, its next "
+        "full read of etcd], the Unix times the end lies between; null when the end was seen",
+    )
 
 
 class HoldsOut(BaseModel):

@@ -16,7 +16,6 @@ import math
 import time
 from typing import Any
 
-import pydantic_core
 from pydantic import ValidationError
 
 from lockd.api.backend import Backend
@@ -122,21 +121,20 @@ def owner_out(owner: Owner) -> OwnerOut:
 
 
 def waits_json(view: LockView) -> bytes:
-    """``GET /v1/waits``'s answer (WaitsOut's shape), serialised, and kept for as long as the view's revision.
+    """``GET /v1/waits``'s answer (WaitsOut's shape), serialised, and kept for as long as the graph stands.
 
     Why not WaitsOut: with 10,000 waiters, building the models cost ~400 ms and FastAPI's validation of them as
     much again; plain dicts serialised by pydantic's serializer cost a tenth of that (bench/waits_scale.py).
-    Kept with the graph it was made from (lockd.api.waits.KeptGraph): a second asker at the same revision (a
-    dashboard, the console, several operators) pays nothing.
+    Made by the graph the view keeps (lockd.api.waits.KeptGraph) from the JSON it keeps per lock and per owner:
+    a second asker of the same graph (a dashboard, the console, several operators) pays nothing, and after a
+    change only what changed is serialised again. The same bytes as ``to_json(wait_rows(edges))``.
     """
-    kept = view.graph.drawn()
-    if kept.body is None:
-        kept.body = pydantic_core.to_json(wait_rows(kept.edges))  # two askers at once may both make it: same bytes
-    return kept.body
+    return view.graph.drawn().body
 
 
 def wait_rows(edges: list[Edge]) -> dict[str, list[dict[str, Any]]]:
-    """``edges`` as WaitsOut's plain dicts: each owner's dict made once, however many edges name it."""
+    """``edges`` as WaitsOut's plain dicts, drawn from scratch (each owner's dict made once, however many edges
+    name it): what ``waits_json`` answers, which tests/unit/test_waits_incremental.py checks against it."""
     owners: dict[Owner, dict[str, Any]] = {}
     rows = []
     for e in edges:
@@ -204,6 +202,7 @@ def hold_out(hold: Hold, now: float) -> HoldOut:
         held=max(0.0, held) if held is not None else None,
         ended=hold.ended,
         how=hold.how,
+        ended_between=hold.ended_between,
     )
 
 

@@ -23,8 +23,13 @@ a put that makes a lock key name a new holder starts a hold, a delete or a put f
 and how it ended is told from what else changed in that revision (an audit record of it: broken; its holder's
 member record: lost; else released). How long a hold waited is known when the view saw its queue entry appear.
 
+The same path keeps the wait-for graph (lockd.api.waits.KeptGraph): each batch draws again the edges of the
+locks it touched, so the API and the deadlock check never draw the whole graph.
+
 After a broken stream the thread reads everything again (a full resync) and watches from there: events lost
-in between cannot matter, because the resync replaces the whole copy. While etcd cannot be read, ``check()``
+in between cannot matter to the copy, because the resync replaces all of it. They matter to the history: a hold
+the old copy knew that the read no longer finds ended unseen, between the view's last word from its watch and
+the read, and is recorded so (``unobserved``, lockd.api.history). While etcd cannot be read, ``check()``
 raises BackendError, so the API answers 503 rather than serve a copy it cannot vouch for.
 """
 
@@ -140,11 +145,15 @@ class LockView:
         self._inbox: _Inbox | None = None  # the inbox of the watch followed now (None between watches)
         self._applying = threading.Lock()  # one thread at a time applies arrived batches (order matters)
         self._thread = threading.Thread(target=self._run, name="lockd-api-view", daemon=True)
-        self.graph = KeptGraph(self)  # drawn once per revision for the deadlock check, the API and the console
+        #: The wait-for graph, kept as batches apply (lockd.api.waits): the deadlock check, the API, the console.
+        self.graph = KeptGraph(self._mutex, lambda: self._queues)
+        #: Wall time the view last knew its copy current: its last full read, or the last batch its watch
+        #: delivered. A hold that is gone at the next full read ended after it (see _install).
+        self._heard_at: float | None = None
         #: (name, token) of the latest force-breaks the watch saw, so a deadlock that a break ended says so.
         self._breaks: deque[tuple[str, int]] = deque(maxlen=1000)
         self._breaks_lock = threading.Lock()  # the detector's thread reads them while the watch's adds
-        self.deadlocks = DeadlockTracker(self.graph.edges, was_broken=self._was_broken)
+        self.deadlocks = DeadlockTracker(self._edges_to_check, was_broken=self._was_broken, rings=self.graph.cycles)
         self._detector = threading.Thread(
             target=self.deadlocks.run, args=(self._stop,), name="lockd-api-deadlocks", daemon=True
         )
@@ -172,6 +181,14 @@ class LockView:
     def wait_first_read(self, timeout: float = _FIRST_SYNC_WAIT) -> bool:
         """Block until the first read of etcd succeeded or failed (startup only; handlers never block)."""
         return self._synced.wait(timeout)
+
+    def _edges_to_check(self) -> list[Edge]:
+        """The graph for the deadlock check: no edges while it can hold no cycle (no owner waits and is waited
+        for) and none is open, for then the check can find nothing, and no list of 10,000 edges is made."""
+        drawn = self.graph.drawn()
+        if not drawn.may_cycle and not self.deadlocks.current():
+            return _NO_EDGES
+        return drawn.edges
 
     def _was_broken(self, name: str, token: int) -> bool:
         with self._breaks_lock:
@@ -224,7 +241,8 @@ class LockView:
         return sorted(entries.values(), key=lambda entry: entry.revision)
 
     def wait_edges(self) -> list[Edge]:
-        """The wait-for graph now (lockd.api.waits): one edge per lockd waiter of a held lock."""
+        """The wait-for graph now (lockd.api.waits), drawn from scratch: one edge per lockd waiter of a held lock.
+        Readers use ``graph``, which keeps the same edges without drawing them again."""
         with self._mutex:  # only the names somebody waits for: the view may hold 100,000 locks and no waiter
             queues = {name: dict(entries) for name, entries in self._queues.items()}
             locks = {name: lock for name in queues if (lock := self._locks.get(name)) is not None}
@@ -335,15 +353,46 @@ class LockView:
 
     def _resync(self) -> int:
         """Replace the whole copy by one consistent read; returns the revision it was read at."""
+        asked = time.time()
         locks_kvs, revision = self._range_all(keys.TOOZ_LOCK_PREFIX, _LOCKS_END, 0)
+        answered = time.time()
         queue_kvs, _ = self._range_all(keys.QUEUE_PREFIX, keys.range_end(keys.QUEUE_PREFIX), revision)
         member_kvs, _ = self._range_all(keys.MEMBER_PREFIX, keys.range_end(keys.MEMBER_PREFIX), revision)
+        self._install(locks_kvs, queue_kvs, member_kvs, revision, asked, answered)
+        return revision
+
+    def _install(
+        self,
+        locks_kvs: list[KeyValue],
+        queue_kvs: list[KeyValue],
+        member_kvs: list[KeyValue],
+        revision: int,
+        asked: float,
+        answered: float,
+    ) -> None:
+        """Make the copy what a full read at ``revision`` found; the read was sent at ``asked`` and its locks
+        came back at ``answered`` (wall times).
+
+        A hold the old copy knew and the read did not find (the key gone, or naming another holder) ended while
+        the view was not watching: between the moment the view last knew its copy current (``_heard_at``) and
+        the read. It goes to the history as ``unobserved``, with both bounds; how it ended is not known."""
         old_locks, old_queues = self._locks, self._queues
         locks = {}
+        went_on: set[str] = set()  # names whose hold in the old copy is still held
         for kv in locks_kvs:
             lock = _held_lock(kv, None)
             before = old_locks.get(lock.name)
-            locks[lock.name] = before if before is not None and before.token == lock.token else lock  # still held
+            if before is not None and before.token == lock.token:
+                lock = before  # still held
+                went_on.add(lock.name)
+            elif before is not None and lock.holder.is_lockd and lock.holder.waiter == before.holder.waiter:
+                # the same holder wrote its key again (as _apply counts it): one hold goes on, with the new token
+                lock = HeldLock(
+                    lock.name, lock.holder, lock.token, lock.lease, before.seen_at, before.granted, before.template,
+                    before.waited,
+                )  # fmt: skip
+                went_on.add(lock.name)
+            locks[lock.name] = lock
         queues: dict[str, dict[bytes, QueuedWaiter]] = {}
         for kv in queue_kvs:
             name = keys.queue_name(kv.key)
@@ -355,12 +404,25 @@ class LockView:
             )
             queues.setdefault(name, {})[kv.key] = _queued(kv, seen)
         members = {kv.key: m for kv in member_kvs if (m := _member(kv)) is not None}
+        heard = self._heard_at
         with self._mutex:
             self._locks, self._queues, self._members = locks, queues, members
             self._held_by = {}
             for lock in locks.values():
                 self._count(lock, 1)
             self.revision = self.audit_revision = revision  # breaks may have happened while we did not watch
+            self.graph.reset(locks, queues)
+            self._heard_at = asked
+        unseen = [lock for name, lock in old_locks.items() if name not in went_on] if heard is not None else []
+        for lock in unseen:
+            h = lock.holder
+            owner = (h.member, h.host, h.pid, h.thread)
+            self.history.append(
+                lock.name, lock.template, owner, lock.token, lock.started, lock.waited, answered, "unobserved",
+                ended_after=min(heard or answered, answered),
+            )  # fmt: skip
+        if unseen:
+            LOG.info("%d hold(s) ended while the lock view was not watching; recorded as unobserved", len(unseen))
         if self._error is not None:
             LOG.info(
                 "lock view read etcd at revision %d: %d locks held, %d members", revision, len(locks), len(members)
@@ -368,7 +430,6 @@ class LockView:
         self._error = None
         self._synced.set()
         self.deadlocks.changed()
-        return revision
 
     def _range_all(self, key: bytes, end: bytes, revision: int, keys_only: bool = False) -> tuple[list[KeyValue], int]:
         """Every key in [key, end) at ``revision`` (0: now), read in pages."""
@@ -427,13 +488,17 @@ class LockView:
         started: list[HeldLock] = []
         ended: list[tuple[HeldLock, int]] = []  # (the hold, the revision that ended it)
         broken: set[tuple[str, int]] = set()  # (name, token) of every audit record put in this batch
+        touched: set[str] = set()  # locks whose key or queue changed: their edges of the wait-for graph are redrawn
         with self._mutex:
             if inbox is not self._inbox:
                 return
+            if self._heard_at is None or now > self._heard_at:
+                self._heard_at = now
             for event in batch:
                 kv = event.kv
                 if kv.key.startswith(keys.TOOZ_LOCK_PREFIX):
                     name = keys.lock_name(kv.key)
+                    touched.add(name)
                     if event.deleted:
                         old = self._locks.pop(name, None)
                         if old is not None:
@@ -462,12 +527,15 @@ class LockView:
                         self._count(lock, 1)
                 elif kv.key.startswith(keys.QUEUE_PREFIX):
                     name = keys.queue_name(kv.key)
+                    touched.add(name)
                     if event.deleted:
                         queue = self._queues.get(name)
                         if queue is not None:
                             queue.pop(kv.key, None)
                             if not queue:
                                 del self._queues[name]
+                                # its edges go now: queued for again in this batch, it comes last, as in _queues
+                                self.graph.redraw((name,), self._locks, self._queues)
                     else:
                         entries = self._queues.setdefault(name, {})
                         before = entries.get(kv.key)  # a grant re-puts the next waiter's entry: it queued earlier
@@ -485,6 +553,8 @@ class LockView:
                         broken.add(entry)
                 if kv.mod_revision > self.revision:
                     self.revision = kv.mod_revision
+            if touched:
+                self.graph.redraw(touched, self._locks, self._queues)
         if broken:
             with self._breaks_lock:
                 self._breaks.extend(broken)
@@ -560,6 +630,7 @@ class _Inbox:
 
 
 _NOBODY = Holder(None, None, None, None, None)
+_NO_EDGES: list[Edge] = []  # never changed: one list, so the deadlock check sees it as the same graph each time
 
 
 def _held_lock(

@@ -190,3 +190,33 @@ def test_a_holder_writing_its_own_key_again_is_one_hold() -> None:
 def test_audit_keys_that_are_not_break_records_break_nothing(key: bytes) -> None:
     assert keys.audit_entry(key) is None
     assert keys.audit_entry(keys.audit_key("a/b c", 42)) == ("a/b c", 42)
+
+
+def test_a_full_read_records_the_holds_that_ended_unseen_and_only_those() -> None:
+    """After a broken watch (lockd.api.view._install): a hold gone, or at another holder, ended between the view's
+    last batch and the read; one whose holder wrote its key again (a new token, the same waiter) goes on."""
+    feed = _Feed()
+    gone, other, again = (keys.lock_key(f"unseen-{what}") for what in ("gone", "other", "again"))
+    feed.batch(("put", gone, feed.holder("w1"), 1), ("put", other, feed.holder("w2"), 1))
+    feed.batch(("put", again, feed.holder("w3"), 1))
+    last_batch = time.time()
+    tokens = {lock.name: lock.token for lock in feed.view.holding()}
+    feed.revision += 5  # what the watch missed: "gone" released, "other" taken by w4, "again" written again by w3
+    kvs = [KeyValue(other, feed.holder("w4"), feed.revision, feed.revision, 1, 1),
+           KeyValue(again, feed.holder("w3"), tokens["unseen-again"], feed.revision, 2, 1)]  # fmt: skip
+    read = time.time()
+    feed.view._install(kvs, [], [], feed.revision, read, read + 0.5)
+    holds, _ = feed.view.history.page()
+    assert sorted((h.name, h.token, h.how) for h in holds) == [
+        ("unseen-gone", tokens["unseen-gone"], "unobserved"),
+        ("unseen-other", tokens["unseen-other"], "unobserved"),
+    ]
+    for hold in holds:
+        assert hold.ended_between is not None
+        low, high = hold.ended_between
+        assert low <= last_batch <= read and high == read + 0.5 == hold.ended and hold.held is None
+    assert {(lock.name, lock.holder.waiter) for lock in feed.view.holding()} == {
+        ("unseen-other", "w4"),
+        ("unseen-again", "w3"),
+    }
+    assert all(row.hold_p50 is None for row in feed.view.profile.rows({})), "an unseen end is no hold length"
