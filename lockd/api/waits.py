@@ -556,18 +556,18 @@ def _walk(edges: list[Edge]) -> list[tuple[Edge, ...]]:
         out.setdefault(edge.waiter, []).append(edge)
     found: dict[tuple[tuple[Owner, str], ...], tuple[Edge, ...]] = {}
     done: set[Owner] = set()
-    for start in sorted(out):
+    for start in sorted(out, key=_owner_key):
         path: list[Edge] = []
         index: dict[Owner, int] = {}
         node = start
         while node in out and node not in done and node not in index:
             index[node] = len(path)
-            edge = min(out[node], key=lambda e: (e.lock, e.holder))  # one lock waited for at a time
+            edge = min(out[node], key=lambda e: (e.lock, _owner_key(e.holder)))  # one lock waited for at a time
             path.append(edge)
             node = edge.holder
         if node in index:  # back to an owner on this path: a cycle from there
             ring = path[index[node] :]
-            first = min(range(len(ring)), key=lambda i: (ring[i].waiter, ring[i].lock))
+            first = min(range(len(ring)), key=lambda i: (_owner_key(ring[i].waiter), ring[i].lock))
             ring = ring[first:] + ring[:first]
             found[tuple((edge.waiter, edge.lock) for edge in ring)] = tuple(ring)
         done.update(index)

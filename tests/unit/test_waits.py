@@ -26,6 +26,13 @@ def test_chains_and_stock_holders_are_no_cycle() -> None:
     assert cycles([edge(a, b, "x", 1), edge(b, stock, "y", 2)]) == []
 
 
+def test_owners_with_unknown_fields_are_walked_as_the_others() -> None:
+    # A holder value lockd did not write may name no pid or thread: the walk orders such owners too.
+    a, b, c = Owner("m1", "host", None, None), Owner("m1", "host", 101, 1), Owner("m1", None, 7, 1)
+    found = cycles([edge(a, b, "x", 1), edge(b, c, "y", 2), edge(c, a, "z", 3), edge(owner(4), a, "x", 1)])
+    assert [{e.lock for e in ring} for ring in found] == [{"x", "y", "z"}]
+
+
 def test_two_threads_of_one_process_are_two_owners() -> None:
     holding, waiting, other = owner(1, thread=1), owner(1, thread=2), owner(2)
     assert cycles([edge(waiting, other, "b", 2), edge(other, holding, "a", 1)]) == []
