@@ -109,6 +109,7 @@ from lockd.errors import (
 from lockd.etcd import keys
 from lockd.etcd.client import (
     GRPC_NOT_FOUND,
+    EtcdClient,
     EtcdRequestError,
     KeyValue,
     TxnResult,
@@ -138,7 +139,9 @@ _GRANTED = b"granted:"
 _CHAIN = 8
 _OLDEST = {"limit": str(_CHAIN + 1), "sort_target": "CREATE", "sort_order": "ASCEND"}
 #: After the entry ahead of us went, how long to wait for a grant that came in the same txn (see _wait_for_turn).
-_GRANT_GRACE = 0.02
+#: Its event, when etcd serves our watch promptly, follows the delete's within 2 ms (on a quiet 2-core machine, all
+#: but one in a thousand); after that one read of our entry says whether the grant came (see _wait_for_turn).
+_GRANT_GRACE = 0.002
 
 
 def _mark(successors: list[tuple[bytes, bytes]]) -> bytes:
@@ -644,8 +647,13 @@ class Mutex:
         every 100 ms: that put ~100 ms on handoffs.) A grant by
         the holder just ahead of us also deletes its entry in the same txn, and the two watches' events may come
         in either order: after a delete, a grant that comes within ``_GRANT_GRACE`` spares the take txn (a
-        commit). Correctness never rests on that wait: a take after a grant fails and reads the lock key naming us
-        (``_won_if_mine``).
+        commit). The wait is short, and ends with one serializable read of our entry from the member that sent the
+        delete, as a rule (it has applied that revision, so a grant in that txn shows): a watch from now is not always
+        served promptly. etcd's watch server reads the store's revision, then registers the watcher from the next
+        one, and a write that lands in between leaves the watcher in the unsynced group (above): about one grant
+        mark in a hundred came 7-76 ms after the delete in the contention bench (bench/handoff_breakdown.py), the
+        others within 2 ms. Correctness rests on neither: a take after a grant fails and reads the lock key naming
+        us (``_won_if_mine``). A deleted lock key (its holder took it free, with no queue entry) brings no grant.
         """
         client = session.client
         inbox: Inbox = queue.SimpleQueue()
@@ -684,12 +692,16 @@ class Mutex:
             while True:
                 batch = next(watches[0].batches(until), None)  # the inbox is shared: either watch's events
                 if batch is None:  # ``until`` passed
-                    return "deleted" if deleted else "timeout"
+                    if not deleted:
+                        return "timeout"
+                    return self._granted_meanwhile(client, queue_key, deadline) or "deleted"
                 for event in batch:
                     if event.kv.key == queue_key:
                         if event.kv.value.startswith(_GRANTED):
                             return event.kv
                     elif event.deleted and not deleted:
+                        if ahead == self.key:
+                            return "deleted"  # a holder without a queue entry grants nothing
                         deleted = True
                         grace = time.monotonic() + _GRANT_GRACE
                         until = grace if deadline is None else min(grace, deadline)
@@ -699,6 +711,14 @@ class Mutex:
             return "broken"
         finally:
             _close(watches)
+
+    def _granted_meanwhile(self, client: EtcdClient, queue_key: bytes, deadline: float | None) -> KeyValue | None:
+        """Our entry if it carries a grant mark, read without a commit; None if not (or unread: the take finds out)."""
+        try:
+            mine, _ = client.range(queue_key, deadline=deadline, serializable=True)
+        except BackendError:
+            return None
+        return mine[0] if mine and mine[0].value.startswith(_GRANTED) else None
 
     def _take(
         self, session: Session, waiter: str, queue_key: bytes, my_revision: int, deadline: float | None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import signal
 import threading
 import time
@@ -454,6 +455,42 @@ def test_a_release_between_queueing_and_watching_is_not_missed(coordinator, etcd
     assert waiter.acquire(blocking=10), "the waiter missed the release that came before its watches"
     assert released == [True]
     waiter.release()
+
+
+def test_a_grant_whose_mark_comes_late_is_read_not_taken(coordinator, etcd_url, lock_name, monkeypatch) -> None:
+    """etcd now and then registers a watch from now in its unsynced group (a write landed between its reading of
+    the revision and the registration), and then delivers that watch's events up to 100 ms late. Here the
+    waiter's watch on its own entry hears nothing at all: after the delete of the entry ahead and a short grace,
+    one read of its entry shows the grant, and the waiter holds at the grant's revision without a take txn."""
+    first, second, third = (coordinator.get_lock(lock_name) for _ in range(3))
+    hand_over_through_the_queue(etcd_url, lock_name, first, second)  # second holds through the queue: it grants
+    real = EtcdClient.watch
+    deaf: list[int] = []
+
+    def watch(self, key, *args, filters=(), inbox=None, **kwargs):
+        if threading.get_ident() in deaf and tuple(filters) == ("NODELETE",):
+            inbox = queue.SimpleQueue()  # the grant mark's event goes nowhere the waiter looks
+        return real(self, key, *args, filters=filters, inbox=inbox, **kwargs)
+
+    monkeypatch.setattr(EtcdClient, "watch", watch)
+    sent = _txns_by_thread(monkeypatch)
+    got: list[bool] = []
+
+    def wait() -> None:
+        deaf.append(threading.get_ident())
+        got.append(third.acquire(blocking=30))
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    wait_for(lambda: len(queue_entries(etcd_url, lock_name)) == 2, 10, "the third lock to queue")
+    assert second.release()
+    thread.join(30)
+    assert got == [True]
+    held, token = etcd_client_get(etcd_url, keys.lock_key(lock_name)), third.token
+    writes = [ops for ops in sent[deaf[0]] if any("request_put" in op for op in ops)]  # a read of both keys may be
+    third.release()
+    assert held.mod_revision == token, "the waiter's token is not the grant's revision"
+    assert len(writes) == 1, f"the waiter sent {len(writes)} txns that write (a take after the grant): {writes}"
 
 
 def test_a_break_at_another_token_frees_nothing(coordinator, etcd_url, lock_name) -> None:
