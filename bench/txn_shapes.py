@@ -27,14 +27,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lockd.bench.etcd import LocalEtcd  # noqa: E402
 
-#: name -> (on a lease, holder-sized value, queue compare, failure branch and second delete)
+#: name -> (on a lease, holder-sized value, queue compare, failure branch, second delete)
 VARIANTS = {
-    "floor": (False, False, False, False),
-    "+lease": (True, False, False, False),
-    "+value": (False, True, False, False),
-    "+queue compare": (False, False, True, False),
-    "+failure ops, 2 deletes": (False, False, False, True),
-    "all (lockd's shape)": (True, True, True, True),
+    "floor": (False, False, False, False, False),
+    "+lease": (True, False, False, False, False),
+    "+value": (False, True, False, False, False),
+    "+queue compare": (False, False, True, False, False),
+    "+failure ops": (False, False, False, True, False),
+    "+second delete": (False, False, False, False, True),
+    "lockd's uncontended shape": (True, True, True, True, False),
+    "the same, no failure ops": (True, True, True, False, False),
 }
 
 
@@ -56,8 +58,8 @@ class Gateway:
         return json.loads(data)
 
 
-def cycle(gw: Gateway, lease: int, shape: tuple[bool, bool, bool, bool]) -> float:
-    on_lease, big, queue_compare, failure = shape
+def cycle(gw: Gateway, lease: int, shape: tuple[bool, bool, bool, bool, bool]) -> float:
+    on_lease, big, queue_compare, failure, second_delete = shape
     key, prefix, prefix_end = b"/tooz/locks/shape", b"/lockd/queue/shape/", b"/lockd/queue/shape0"
     entry = prefix + b"w"
     value = json.dumps(
@@ -75,7 +77,7 @@ def cycle(gw: Gateway, lease: int, shape: tuple[bool, bool, bool, bool]) -> floa
         put["lease"] = str(lease)
     otherwise = [{"request_put": {"key": _b(entry), "value": _b(value)}}, {"request_range": {"key": _b(key)}}]
     deletes = [{"request_delete_range": {"key": _b(key)}}]
-    if failure:
+    if second_delete:
         deletes.append({"request_delete_range": {"key": _b(entry)}})
     started = time.perf_counter()
     gw.post("kv/txn", {"compare": compare, "success": [{"request_put": put}], "failure": otherwise if failure else []})

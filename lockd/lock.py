@@ -14,7 +14,9 @@ Keys (see lockd.etcd.keys):
 Acquire:
   1. One txn: if the lock key is absent *and* the queue is empty, put the lock key (uncontended: one round trip).
      Otherwise put our queue key and read the lock key and the queue's two newest entries (ours, just put, and
-     the one ahead of it), all in the same txn.
+     the one ahead of it), all in the same txn. A name whose last acquire in this process did not have to queue
+     sends that txn without the enqueue (``_Queued``): etcd commits the smaller txn faster (bench/txn_shapes.py),
+     and only when that guess is wrong does the enqueue txn follow, one round trip later.
   2. Wait, with two watches on the client's one stream: the newest older queue entry (or, if none, the lock key:
      a holder that came by the fast path, or a stock tooz client) for deletion, and our own entry for its grant
      mark. etcd tells at which revision each watch began; only when something was written between the txn that
@@ -142,6 +144,36 @@ _OLDEST = {"limit": str(_CHAIN + 1), "sort_target": "CREATE", "sort_order": "ASC
 #: Its event, when etcd serves our watch promptly, follows the delete's within 2 ms (on a quiet 2-core machine, all
 #: but one in a thousand); after that one read of our entry says whether the grant came (see _wait_for_turn).
 _GRANT_GRACE = 0.002
+
+
+class _Queued:
+    """The lock names whose latest acquire in this process had to queue (at most ``limit``, the oldest forgotten).
+
+    A hint, never a fact anything rests on: a name not in it is tried with the lean txn first (see Acquire in the
+    module doc), so an uncontended name pays for no enqueue it does not make, and a contended one pays for no
+    failed try. Shared by every lock object of the process, as Cinder makes a new one for each call.
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._names: dict[str, None] = {}
+        self._limit = limit
+        self._mutex = threading.Lock()
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._names
+
+    def add(self, name: str) -> None:
+        with self._mutex:
+            self._names[name] = None
+            if len(self._names) > self._limit:
+                del self._names[next(iter(self._names))]
+
+    def discard(self, name: str) -> None:
+        with self._mutex:
+            self._names.pop(name, None)
+
+
+_QUEUED = _Queued()
 
 
 def _mark(successors: list[tuple[bytes, bytes]]) -> bytes:
@@ -514,12 +546,18 @@ class Mutex:
         put_lock = op_put(self.key, value, session.lease_id)
         no_holder_no_queue = [cmp_create(self.key, 0), cmp_create(self._queue_prefix, 0, end=self._queue_end)]
         read_lock = op_range(self.key)
-        if try_once:  # the one try is sent whatever the deadline (it is now, or already spent at the gate)
-            result = client.txn(no_holder_no_queue, [put_lock], [read_lock])
+        if try_once or self.name not in _QUEUED:
+            # The one try is sent whatever the deadline (it is now, or already spent at the gate).
+            result = client.txn(no_holder_no_queue, [put_lock], [read_lock], deadline=None if try_once else deadline)
+            self._asked = True
             if result.succeeded:
                 return self._won(session, result.revision)
             lock = result.kvs(0)
-            return bool(lock) and self._won_if_mine(session, lock[0], waiter, None)
+            if lock and self._won_if_mine(session, lock[0], waiter, None):
+                return True  # a repeated send whose first landed
+            if try_once:
+                return False
+            _QUEUED.add(self.name)  # held, or others queue: from now on enqueue at once
 
         # Our entry is the newest (put in this very txn), so the two newest are ours and the one ahead of us.
         newest_two = self._read_queue(limit=2)
@@ -531,7 +569,9 @@ class Mutex:
         )
         self._asked = True
         if result.succeeded:
+            _QUEUED.discard(self.name)  # free after all: the next acquire tries the lean txn first
             return self._won(session, result.revision)
+        _QUEUED.add(self.name)
         tail = result.kvs(1)
         mine = next((kv for kv in tail if kv.key == queue_key), None)
         if mine is None:
