@@ -27,11 +27,13 @@ a record whose ``write`` is this call's id is that earlier success. Nothing else
 callers of one process can build byte-identical records (same who, same millisecond, same from and to),
 and taking equal bytes as proof once let 3 of 8 racing threads all win.
 
-Read cache: the store remembers the last value and mod_revision it read or wrote per key (bounded). When the
-remembered status is in ``expected`` and the fence passes, step 1's read is skipped: the txn's mod_revision
-compare proves the guess right, and a wrong guess costs nothing extra because the failed txn returns the
-fresh key. Refusals are only ever answered from fresh data. So a process moving its own resources pays one
-round trip per transition.
+Read cache: the store remembers the last value and mod_revision it read or wrote per key (bounded), with the
+record decoded and its history entries encoded, so a transition on a remembered key parses nothing and encodes
+only its own entry (a record carries HISTORY_KEEP entries: its JSON was a tenth of a transition's client time).
+When the remembered status is in ``expected`` and the fence passes, step 1's read is skipped: the txn's
+mod_revision compare proves the guess right, and a wrong guess costs nothing extra because the failed txn
+returns the fresh key. Refusals are only ever answered from fresh data. So a process moving its own resources
+pays one round trip per transition.
 
 The txn only *compares* the lock key: nothing is ever written under ``/tooz/locks``.
 """
@@ -70,7 +72,35 @@ from lockd.status.model import (
 MAX_ATTEMPTS = 64
 #: Keys whose last seen value the store remembers (see "Read cache").
 CACHE_SIZE = 4096
-_UNKNOWN = object()
+
+
+class _Seen:
+    """A remembered key: its record decoded once (``bad``: not lockd's JSON) and its history entries as JSON."""
+
+    __slots__ = ("kv", "record", "bad", "_entries")
+
+    def __init__(self, kv: KeyValue | None, record: dict[str, Any] | None = None, entries: list[str] | None = None):
+        self.kv, self.bad, self._entries = kv, False, entries
+        if record is None and kv is not None:
+            try:
+                record = _decode(kv)
+            except BackendError:
+                self.bad = True
+        self.record = record
+
+    def entries(self) -> list[str]:
+        """The record's history, each entry as the JSON text it is written with."""
+        if self._entries is None:
+            history = (self.record or {}).get("history") or []
+            self._entries = [json.dumps(entry, separators=(",", ":")) for entry in history]
+        return self._entries
+
+
+def _encode(status: str, fence: int | None, epoch_: str | None, entries: list[str], write: str) -> bytes:
+    """The record's JSON, as json.dumps would write it (same keys, same order), from history entries already
+    encoded."""
+    head = json.dumps({"status": status, "fence": fence, "epoch": epoch_}, separators=(",", ":"))
+    return f'{head[:-1]},"history":[{",".join(entries)}],"write":{json.dumps(write)}}}'.encode()
 
 
 def _decode(kv: KeyValue | None) -> dict[str, Any] | None:
@@ -105,7 +135,7 @@ class EtcdStatusStore:
     def __init__(self, client: EtcdClient, owns_client: bool = False) -> None:
         self.client = client
         self._owns_client = owns_client
-        self._known: dict[bytes, KeyValue | None] = {}
+        self._known: dict[bytes, _Seen] = {}
         self._known_lock = threading.Lock()
         self._epoch: str | None = None  # this cluster's lockd epoch, once read
         self._foreign: set[str] = set()  # epochs seen not to be this cluster's (locks kept elsewhere)
@@ -121,31 +151,28 @@ class EtcdStatusStore:
             self._foreign.add(fence.epoch)  # epochs are random ids: another cluster's never becomes ours
         return fence.epoch == self._epoch
 
-    def _remember(self, key: bytes, kv: KeyValue | None) -> KeyValue | None:
+    def _remember(self, key: bytes, seen: _Seen) -> _Seen:
         with self._known_lock:
             self._known.pop(key, None)
             if len(self._known) >= CACHE_SIZE:
                 del self._known[next(iter(self._known))]
-            self._known[key] = kv
-        return kv
+            self._known[key] = seen
+        return seen
 
     def _read(self, key: bytes) -> KeyValue | None:
-        return self._remember(key, self.client.get(key))
+        return self._remember(key, _Seen(self.client.get(key))).kv
 
-    def _guess(self, key: bytes, wanted: frozenset[str | None], fence: Fence | None) -> KeyValue | None | object:
-        """The remembered key if it would pass the checks (so a txn is worth trying on it), else _UNKNOWN."""
-        kv = self._known.get(key, _UNKNOWN)
-        if kv is _UNKNOWN:
-            return kv
-        try:
-            record = _decode(kv)  # type: ignore[arg-type]
-        except BackendError:
-            return _UNKNOWN
+    def _guess(self, key: bytes, wanted: frozenset[str | None], fence: Fence | None) -> _Seen | None:
+        """The remembered key if it would pass the checks (so a txn is worth trying on it), else None."""
+        seen = self._known.get(key)
+        if seen is None or seen.bad:
+            return None
+        record = seen.record
         if (None if record is None else record["status"]) not in wanted:
-            return _UNKNOWN
+            return None
         if fence is not None and fence_refusal(fence, (record or {}).get("epoch"), (record or {}).get("fence") or 0):
-            return _UNKNOWN
-        return kv
+            return None
+        return seen
 
     def get_record(self, kind: str, id: str) -> tuple[str, int] | None:
         """(status, mod_revision) of the resource, None if it has no status."""
@@ -183,32 +210,33 @@ class EtcdStatusStore:
         if fenced is not None and (fenced.token == 0 or not (self._local(fenced) or still_owner(fenced))):
             kv = self._read(key)
             return Result(False, _status_of(kv), kv.mod_revision if kv else 0, NOT_OWNER)
-        guess = self._guess(key, wanted, fenced)
-        kv = self._read(key) if guess is _UNKNOWN else guess
+        seen = self._guess(key, wanted, fenced) or self._remember(key, _Seen(self.client.get(key)))
         write_id = uuid.uuid4().hex
         for _ in range(MAX_ATTEMPTS):
-            answer = self._attempt(key, kv, wanted, new, fenced, who, write_id)
+            answer = self._attempt(key, seen, wanted, new, fenced, who, write_id)
             if isinstance(answer, Result):
                 return answer
-            kv = answer
+            seen = answer
         raise BackendError(f"status of {kind}/{id} kept changing within {sorted(map(str, wanted))}; gave up")
 
     def _attempt(
         self,
         key: bytes,
-        kv: KeyValue | None,
+        seen: _Seen,
         wanted: frozenset[str | None],
         new: str,
         fence: Fence | None,
         who: str,
         write_id: str,
-    ) -> Result | KeyValue | None:
-        """One check-and-txn step: a final Result, or the fresh key (None = absent) to try again with.
+    ) -> Result | _Seen:
+        """One check-and-txn step: a final Result, or the fresh key to try again with.
 
         ``write_id`` is the calling compare_and_set's own id, the same for all its attempts: only one of
         them can land, since each compares the mod_revision the previous one saw fail.
         """
-        record = _decode(kv)
+        kv, record = seen.kv, seen.record
+        if seen.bad:
+            _decode(kv)  # raises: not lockd's record, never overwritten
         current = None if record is None else record["status"]
         revision = kv.mod_revision if kv is not None else 0
         if current not in wanted:
@@ -217,12 +245,13 @@ class EtcdStatusStore:
         refusal = fence_refusal(fence, recorded.get("epoch"), recorded.get("fence") or 0) if fence is not None else None
         if refusal:
             return Result(False, current, revision, refusal)
-        history = list((record or {}).get("history", []))
-        history.append(history_entry(who, round(time.time(), 3), current, new, fence.token if fence else None))
-        token = max((record or {}).get("fence") or 0, fence.token if fence else 0) or None
-        epoch_ = (fence.epoch if fence is not None else None) or (record or {}).get("epoch")
-        record = {"status": new, "fence": token, "epoch": epoch_, "history": history[-HISTORY_KEEP:], "write": write_id}
-        value = json.dumps(record, separators=(",", ":")).encode()
+        entry = history_entry(who, round(time.time(), 3), current, new, fence.token if fence else None)
+        history = [*recorded.get("history", []), entry][-HISTORY_KEEP:]
+        entries = [*seen.entries(), json.dumps(entry, separators=(",", ":"))][-HISTORY_KEEP:]
+        token = max(recorded.get("fence") or 0, fence.token if fence else 0) or None
+        epoch_ = (fence.epoch if fence is not None else None) or recorded.get("epoch")
+        record = {"status": new, "fence": token, "epoch": epoch_, "history": history, "write": write_id}
+        value = _encode(new, token, epoch_, entries, write_id)
         compare = [cmp_mod(key, revision)]
         failure = [op_range(key)]
         local = fence is not None and self._local(fence)
@@ -231,9 +260,10 @@ class EtcdStatusStore:
             failure.append(op_range(fence.key, keys_only=True))
         result = self.client.txn(compare, [op_put(key, value)], failure)
         if result.succeeded:
-            self._remember(key, KeyValue(key, value, 0, result.revision, 0, 0))
+            self._remember(key, _Seen(KeyValue(key, value, 0, result.revision, 0, 0), record, entries))
             return Result(True, new, result.revision)
-        fresh = self._remember(key, (result.kvs(0) or [None])[0])
+        again = self._remember(key, _Seen((result.kvs(0) or [None])[0]))
+        fresh = again.kv
         if result.repeated and fresh is not None and _write_id(fresh) == write_id:
             # Our own write: the client repeated the txn on another member after losing the first answer.
             return Result(True, new, fresh.mod_revision)
@@ -241,7 +271,7 @@ class EtcdStatusStore:
             lock = (result.kvs(1) or [None])[0]
             if lock is None or lock.mod_revision != fence.token:
                 return Result(False, _status_of(fresh), fresh.mod_revision if fresh else 0, NOT_OWNER)
-        return fresh
+        return again
 
     def adopt_epoch(self, epoch_: str, kind: str | None = None, id: str | None = None, who: str | None = None) -> int:
         """Accept tokens of ``epoch_`` from now on for every resource (or one kind, or one resource) whose fence
