@@ -4,8 +4,10 @@ A measurement, not a test. One kept-alive ``http.client`` connection to a privat
 timed alone, after its keys were set up (untimed): the floor's put-if-absent of a one-byte value; a delete of one
 key (a release with nobody to grant to); and the grant's shape (lockd.lock's ``Mutex._grant``): two compares, the
 lock key put on the successor's lease with a holder-sized value, the successor's entry put with the grant mark,
-our entry deleted, with a mark passing on 0, 3 or 7 waiters (``_CHAIN`` caps it at 8). Variants run in
-interleaved batches of 100, 10 rounds; each prints the median of its batch medians and the ratio to the floor.
+our entry deleted, with a mark passing on 0, 3 or 7 waiters (``_CHAIN`` caps it at 8), as a JSON list of
+[key, value] pairs (lockd's mark before packing) or packed as lockd packs it now (``lockd.lock._mark``), seven
+waiters of distinct holder values. Variants run in interleaved batches of 100, 10 rounds; each prints the
+median of its batch medians and the ratio to the floor, and the mark's size.
 
     .venv/bin/python bench/grant_shape.py
 """
@@ -24,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.txn_shapes import Gateway  # noqa: E402
 from lockd.bench.etcd import LocalEtcd  # noqa: E402
+from lockd.lock import _GRANTED, _mark  # noqa: E402
 
 LOCK, SUCCESSOR, OURS = b"/tooz/locks/grant-shape", b"/lockd/queue/grant-shape/b", b"/lockd/queue/grant-shape/a"
 
@@ -59,8 +62,18 @@ def main() -> int:
             queue()
             return timed("kv/deleterange", {"key": _b(OURS)})
 
-        def grant(passed_on: int) -> Callable[[], float]:
-            mark = b"granted:" + json.dumps([[SUCCESSOR.decode() + "x" * 17, holder.decode()]] * passed_on).encode()
+        def waiter(i: int) -> tuple[bytes, bytes]:
+            waiter = f"{lease + i:x}-{0x0123456789ABCDEF * (i + 1) % 2**64:016x}"
+            value = {**record, "pid": 12345 + i, "thread": 140234234234 + 7 * i, "acquired_at": time.time() + i}
+            return SUCCESSOR[:-1] + waiter.encode(), json.dumps({**value, "waiter": waiter}).encode()
+
+        marks: dict[str, int] = {}
+
+        def grant(passed_on: int, packed: bool = False) -> Callable[[], float]:
+            known = [waiter(i) for i in range(passed_on)]
+            plain = json.dumps([[key.decode(), value.decode()] for key, value in known]).encode()
+            mark = _mark(known) if packed else _GRANTED + plain
+            marks[f"{passed_on}{' packed' if packed else ''}"] = len(mark)
 
             def one() -> float:
                 queue()
@@ -84,6 +97,7 @@ def main() -> int:
             "grant, passing on 0": grant(0),
             "grant, passing on 3": grant(3),
             "grant, passing on 7": grant(7),
+            "grant, 7 packed": grant(7, packed=True),
         }
         medians: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(10):
@@ -93,6 +107,7 @@ def main() -> int:
         for name, values in medians.items():
             value = statistics.median(values)
             print(f"{name:24s} {value * 1000:.3f} ms  {value / base:.2f}x")
+        print("mark bytes:", ", ".join(f"{k}: {v}" for k, v in marks.items()))
     return 0
 
 
