@@ -14,7 +14,6 @@ median of its batch medians and the ratio to the floor, and the mark's size.
 
 from __future__ import annotations
 
-import base64
 import json
 import statistics
 import sys
@@ -24,15 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.txn_shapes import Gateway  # noqa: E402
 from lockd.bench.etcd import LocalEtcd  # noqa: E402
+from lockd.bench.gateway import Gateway  # noqa: E402
+from lockd.etcd.wire import b64  # noqa: E402
 from lockd.lock import _GRANTED, _mark  # noqa: E402
 
 LOCK, SUCCESSOR, OURS = b"/tooz/locks/grant-shape", b"/lockd/queue/grant-shape/b", b"/lockd/queue/grant-shape/a"
-
-
-def _b(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
 
 
 def main() -> int:
@@ -49,18 +45,18 @@ def main() -> int:
 
         def queue() -> None:
             for key in (LOCK, SUCCESSOR, OURS):
-                gw.post("kv/put", {"key": _b(key), "value": _b(holder), "lease": lease})
+                gw.post("kv/put", {"key": b64(key), "value": b64(holder), "lease": lease})
 
         def floor() -> float:
-            gw.post("kv/deleterange", {"key": _b(LOCK)})
-            compare = [{"key": _b(LOCK), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}]
+            gw.post("kv/deleterange", {"key": b64(LOCK)})
+            compare = [{"key": b64(LOCK), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}]
             return timed(
-                "kv/txn", {"compare": compare, "success": [{"request_put": {"key": _b(LOCK), "value": "eA=="}}]}
+                "kv/txn", {"compare": compare, "success": [{"request_put": {"key": b64(LOCK), "value": "eA=="}}]}
             )
 
         def delete() -> float:
             queue()
-            return timed("kv/deleterange", {"key": _b(OURS)})
+            return timed("kv/deleterange", {"key": b64(OURS)})
 
         def waiter(i: int) -> tuple[bytes, bytes]:
             waiter = f"{lease + i:x}-{0x0123456789ABCDEF * (i + 1) % 2**64:016x}"
@@ -78,15 +74,15 @@ def main() -> int:
             def one() -> float:
                 queue()
                 compare = [
-                    {"key": _b(LOCK), "target": "MOD", "result": "GREATER", "mod_revision": "0"},
-                    {"key": _b(SUCCESSOR), "target": "VALUE", "result": "EQUAL", "value": _b(holder)},
+                    {"key": b64(LOCK), "target": "MOD", "result": "GREATER", "mod_revision": "0"},
+                    {"key": b64(SUCCESSOR), "target": "VALUE", "result": "EQUAL", "value": b64(holder)},
                 ]
                 success = [
-                    {"request_put": {"key": _b(LOCK), "value": _b(holder), "lease": lease}},
-                    {"request_put": {"key": _b(SUCCESSOR), "value": _b(mark), "lease": lease}},
-                    {"request_delete_range": {"key": _b(OURS)}},
+                    {"request_put": {"key": b64(LOCK), "value": b64(holder), "lease": lease}},
+                    {"request_put": {"key": b64(SUCCESSOR), "value": b64(mark), "lease": lease}},
+                    {"request_delete_range": {"key": b64(OURS)}},
                 ]
-                failure = [{"request_range": {"key": _b(LOCK)}}]
+                failure = [{"request_range": {"key": b64(LOCK)}}]
                 return timed("kv/txn", {"compare": compare, "success": success, "failure": failure})
 
             return one

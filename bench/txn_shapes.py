@@ -14,8 +14,6 @@ uncontended figure is the client's own work.
 
 from __future__ import annotations
 
-import base64
-import http.client
 import json
 import statistics
 import sys
@@ -26,6 +24,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lockd.bench.etcd import LocalEtcd  # noqa: E402
+from lockd.bench.gateway import Gateway  # noqa: E402
+from lockd.etcd.wire import b64  # noqa: E402
 
 #: name -> (on a lease, holder-sized value, queue compare, failure branch, second delete)
 VARIANTS = {
@@ -40,24 +40,6 @@ VARIANTS = {
 }
 
 
-def _b(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
-
-
-class Gateway:
-    def __init__(self, endpoint: str) -> None:
-        host, port = endpoint.rsplit(":", 1)
-        self.conn = http.client.HTTPConnection(host, int(port), timeout=10)
-
-    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        self.conn.request("POST", "/v3/" + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
-        answer = self.conn.getresponse()
-        data = answer.read()
-        if answer.status != 200:
-            raise RuntimeError(f"etcd answered {answer.status}: {data[:200]!r}")
-        return json.loads(data)
-
-
 def cycle(gw: Gateway, lease: int, shape: tuple[bool, bool, bool, bool, bool]) -> float:
     on_lease, big, queue_compare, failure, second_delete = shape
     key, prefix, prefix_end = b"/tooz/locks/shape", b"/lockd/queue/shape/", b"/lockd/queue/shape0"
@@ -66,22 +48,22 @@ def cycle(gw: Gateway, lease: int, shape: tuple[bool, bool, bool, bool, bool]) -
         {"member": "m" * 20, "host": "vm", "pid": 12345, "thread": 140000000000000, "acquired_at": time.time(),
          "waiter": "a" * 33, "template": "x" * 20}, separators=(",", ":"),
     ).encode()  # fmt: skip
-    compare = [{"key": _b(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}]
+    compare = [{"key": b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}]
     if queue_compare:
         compare.append(
-            {"key": _b(prefix), "range_end": _b(prefix_end), "target": "CREATE", "result": "EQUAL",
+            {"key": b64(prefix), "range_end": b64(prefix_end), "target": "CREATE", "result": "EQUAL",
              "create_revision": "0"}
         )  # fmt: skip
-    put: dict[str, Any] = {"key": _b(key), "value": _b(value if big else b"x")}
+    put: dict[str, Any] = {"key": b64(key), "value": b64(value if big else b"x")}
     if on_lease:
         put["lease"] = str(lease)
-    otherwise = [{"request_put": {"key": _b(entry), "value": _b(value)}}, {"request_range": {"key": _b(key)}}]
-    deletes = [{"request_delete_range": {"key": _b(key)}}]
+    otherwise = [{"request_put": {"key": b64(entry), "value": b64(value)}}, {"request_range": {"key": b64(key)}}]
+    deletes = [{"request_delete_range": {"key": b64(key)}}]
     if second_delete:
-        deletes.append({"request_delete_range": {"key": _b(entry)}})
+        deletes.append({"request_delete_range": {"key": b64(entry)}})
     started = time.perf_counter()
     gw.post("kv/txn", {"compare": compare, "success": [{"request_put": put}], "failure": otherwise if failure else []})
-    held = [{"key": _b(key), "target": "CREATE", "result": "GREATER", "create_revision": "0"}]
+    held = [{"key": b64(key), "target": "CREATE", "result": "GREATER", "create_revision": "0"}]
     gw.post("kv/txn", {"compare": held, "success": deletes})
     return time.perf_counter() - started
 

@@ -32,11 +32,11 @@ a predecessor deleted before that catch-up is heard late. etcd's Mutex pays the 
 from __future__ import annotations
 
 import http.client
-import json
 import threading
 import time
 from typing import Any
 
+from lockd.bench.gateway import Gateway, GatewayError
 from lockd.etcd.keys import range_end
 from lockd.etcd.watch import StreamBroken, WatchHub
 from lockd.etcd.wire import b64, unb64
@@ -47,29 +47,6 @@ PREFIX = b"/lockd/bench/mutex/"
 WAIT_TIMEOUT = 120.0
 
 
-class GatewayError(RuntimeError):
-    """etcd's gateway answered something other than 200, or the session's key was gone after waiting."""
-
-
-class _Gateway:
-    """POSTs JSON to ``/v3/<path>`` on one kept-alive ``http.client`` connection (one thread at a time)."""
-
-    def __init__(self, endpoint: str, timeout: float) -> None:
-        host, _, port = endpoint.rpartition(":")
-        self.conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
-
-    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        self.conn.request("POST", "/v3/" + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
-        response = self.conn.getresponse()
-        data = response.read()
-        if response.status != 200:
-            raise GatewayError(f"etcd answered {response.status} to /v3/{path}: {data[:200]!r}")
-        return json.loads(data)
-
-    def close(self) -> None:
-        self.conn.close()
-
-
 def _revision(answer: dict[str, Any]) -> int:
     return int(answer.get("header", {}).get("revision", 0))
 
@@ -78,8 +55,8 @@ class MutexBackend:
     """One session (a lease kept alive) and one watch stream per process: ``concurrency.NewSession``."""
 
     def __init__(self, endpoint: str, lease_ttl: float, timeout: float = 10.0) -> None:
-        self.kv = _Gateway(endpoint, timeout)
-        self._upkeep = _Gateway(endpoint, timeout)
+        self.kv = Gateway(endpoint, timeout)
+        self._upkeep = Gateway(endpoint, timeout)
         ttl = max(1, round(lease_ttl))
         self.lease = int(self._upkeep.post("lease/grant", {"TTL": str(ttl)})["ID"])
         self.hub = WatchHub(0, f"ws://{endpoint}/v3/watch", timeout)

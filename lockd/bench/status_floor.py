@@ -13,19 +13,18 @@ machine's noise and etcd's compactions fall on both alike (as the uncontended sc
 
 from __future__ import annotations
 
-import base64
-import http.client
 import itertools
-import json
 import os
 import time
 import uuid
 from typing import Any
 
+from lockd.bench.gateway import Gateway
 from lockd.bench.stats import latency_summary
 from lockd.bench.targets import LOCKD, TargetSpec
 from lockd.etcd import keys
 from lockd.etcd.client import EtcdClient
+from lockd.etcd.wire import b64
 from lockd.options import parse_backend_url
 from lockd.status.etcd_store import EtcdStatusStore
 
@@ -35,17 +34,12 @@ WARMUP = 20
 FLOOR_RATIO = 1.1
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
 class RawTxn:
     """The transition's txn without lockd: compare both mod_revisions, put the record, read back on failure."""
 
     def __init__(self, endpoint: str, key: bytes, lock_key: bytes, token: int, value: bytes) -> None:
-        host, _, port = endpoint.rpartition(":")
-        self.conn = http.client.HTTPConnection(host, int(port), timeout=10)
-        self.key, self.lock_key, self.token, self.value = _b64(key), _b64(lock_key), str(token), _b64(value)
+        self.gateway = Gateway(endpoint)
+        self.key, self.lock_key, self.token, self.value = b64(key), b64(lock_key), str(token), b64(value)
         self.revision = 0  # the key's mod_revision: 0 while it does not exist
 
     def send(self) -> None:
@@ -61,14 +55,13 @@ class RawTxn:
                 {"request_range": {"key": self.lock_key, "keys_only": True}},
             ],
         }
-        self.conn.request("POST", "/v3/kv/txn", json.dumps(body).encode(), {"Content-Type": "application/json"})
-        answer = json.loads(self.conn.getresponse().read())
+        answer = self.gateway.post("kv/txn", body)
         if not answer.get("succeeded"):
             raise RuntimeError(f"one-txn floor: the raw txn's compare failed: {answer}")
         self.revision = int(answer["header"]["revision"])
 
     def close(self) -> None:
-        self.conn.close()
+        self.gateway.close()
 
 
 def _timed(step: Any) -> float:

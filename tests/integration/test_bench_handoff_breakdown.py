@@ -81,7 +81,9 @@ def test_handoff_breakdown_reports_every_term_consistently(etcd_url: str) -> Non
 
     per_acquisition = report["requests_per_acquisition"]
     assert math.isclose(per_acquisition["release kv/txn"], 1.0)
-    assert math.isclose(per_acquisition["enqueue kv/txn"], 1.0)
+    # one enqueue per acquisition, and a lean try before it when the process last found the name free (its first
+    # acquisition, or after the lock was idle: lockd.lock._Queued)
+    assert 1.0 <= per_acquisition["enqueue kv/txn"] <= 1.5
 
     assert "etcd_mutex" not in report  # left out (--no-etcd-mutex): the contention tests run that target
 
