@@ -6,7 +6,8 @@ a server slower than the client's timeout); ``reset`` closes it with a TCP reset
 connection die after sending). The lost answers are kept so a test can check that the write did commit.
 ``stall_next`` instead holds back every answer on every connection for a while once the chosen request has gone
 upstream, then delivers them all: the client sees what a process frozen right after sending would see.
-Everything else is forwarded byte for byte, streaming watches included.
+Everything else is forwarded byte for byte, streaming watches included. ``cut`` resets every connection and
+refuses new ones until ``open``: a network cut that both ends notice at once.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class LossyProxy:
         self.lost: list[dict[str, object]] = []  # decoded etcd answers the client never saw
         self._sockets: list[socket.socket] = []
         self._closed = False
+        self._refusing = False  # cut: new connections are reset at once
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -50,6 +52,18 @@ class LossyProxy:
         with self._lock:
             self._path, self._marker, self._mode, self._stall = f"POST /v3/{path} ".encode(), marker, "stall", seconds
 
+    def cut(self) -> None:
+        """Reset every connection through the proxy and refuse new ones until open()."""
+        with self._lock:
+            self._refusing = True
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            _reset(sock)
+
+    def open(self) -> None:
+        with self._lock:
+            self._refusing = False
+
     def _claim(self, request: bytes) -> str | None:
         with self._lock:
             if self._marker is not None and request.startswith(self._path) and self._marker in request:
@@ -66,6 +80,11 @@ class LossyProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            with self._lock:
+                refusing = self._refusing
+            if refusing:
+                _reset(client)
+                continue
             try:
                 upstream = socket.create_connection(self.upstream)
             except OSError:
@@ -139,12 +158,20 @@ class LossyProxy:
         self._close(self._listener)
         with self._lock:
             sockets, self._sockets = self._sockets, []
-        for s in sockets:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._close(s)
+        for sock in sockets:
+            _reset(sock)
+
+
+def _reset(sock: socket.socket) -> None:
+    """Shut a socket down (its peer and any thread blocked on it notice at once), then close it."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
 
 
 def _complete_body(response: bytes) -> bytes | None:

@@ -1,11 +1,12 @@
 """Holds that end while `lockd serve`'s watch is cut off from etcd are still in its history, marked ``unobserved``.
 
-The sidecar reaches etcd through a TCP gate; the holder, a coordinator of this process, talks to etcd directly.
-Three locks are held and seen in /v1/locks. The gate is cut: every connection through it reset and new ones
-refused, so the view's watch ends and its full reads fail (the API answers 503). Meanwhile one lock is released,
-one released and taken again (another token), one kept. The gate opens, the view reads etcd again, and
-/v1/history must have the two holds that ended in the gap as ``unobserved``, with ``ended_between`` around the
-moments they really ended and no length held; the kept lock has no record and is still held.
+The sidecar reaches etcd through a TCP proxy (tests.faults.lossy_proxy), the gate; the holder, a coordinator
+of this process, talks to etcd directly. Three locks are held and seen in /v1/locks. The gate is cut: every
+connection through it reset and new ones refused, so the view's watch ends and its full reads fail (the API
+answers 503). Meanwhile one lock is released, one released and taken again (another token), one kept. The gate
+opens, the view reads etcd again, and /v1/history must have the two holds that ended in the gap as
+``unobserved``, with ``ended_between`` around the moments they really ended and no length held; the kept lock
+has no record and is still held.
 
 What makes it fail: without the comparison of the old copy with the full read (lockd.api.view._install), the
 two holds vanish from the view without a record (the history of the released lock stays empty).
@@ -13,8 +14,6 @@ two holds vanish from the view without a record (the history of the released loc
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -25,83 +24,18 @@ import tooz.coordination
 
 from lockd.config import Settings
 from tests.etcd_process import EtcdMember
+from tests.faults.lossy_proxy import LossyProxy
 from tests.integration.api_server import ApiServer
 from tests.procs import wait_for
 
 pytestmark = [pytest.mark.faults]
 
 
-class Gate:
-    """A TCP forwarder to one etcd that a test can cut (every connection reset, new ones refused) and open again:
-    a network cut between the sidecar and etcd that both ends notice at once."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self._upstream = ("127.0.0.1", upstream_port)
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
-        self._open = True
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, name="test-gate", daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return  # closed
-            with self._lock:
-                if not self._open:
-                    _reset(client)
-                    continue
-                try:
-                    upstream = socket.create_connection(self._upstream)
-                except OSError:
-                    _reset(client)
-                    continue
-                self._sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        for sock in (source, sink):
-            _reset(sock)
-
-    def cut(self) -> None:
-        with self._lock:
-            self._open = False
-            sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            _reset(sock)
-
-    def open(self) -> None:
-        with self._lock:
-            self._open = True
-
-    def close(self) -> None:
-        self._listener.close()
-        self.cut()
-
-
-def _reset(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    sock.close()
-
-
 @pytest.fixture
-def gate(etcd: EtcdMember) -> Iterator[Gate]:
-    g = Gate(etcd.client_port)
-    yield g
-    g.close()
+def gate(etcd: EtcdMember) -> Iterator[LossyProxy]:
+    proxy = LossyProxy(etcd.client_port)
+    yield proxy
+    proxy.close()
 
 
 def held(http: httpx.Client, prefix: str) -> dict[str, int] | None:
@@ -119,7 +53,7 @@ def history(http: httpx.Client, name: str) -> dict[str, Any]:
 
 
 def test_holds_that_end_while_the_watch_is_cut_are_recorded_as_unobserved(
-    gate: Gate, coordinator: tooz.coordination.CoordinationDriver, lock_name: str
+    gate: LossyProxy, coordinator: tooz.coordination.CoordinationDriver, lock_name: str
 ) -> None:
     settings = Settings(backend_url=f"lockd+etcd3+http://127.0.0.1:{gate.port}?lease_ttl=5&timeout=2")
     released, retaken, kept = (f"{lock_name}-{what}" for what in ("released", "retaken", "kept"))
