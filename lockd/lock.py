@@ -704,7 +704,7 @@ class Mutex:
         delete, as a rule (it has applied that revision, so a grant in that txn shows): a watch from now is not always
         served promptly. etcd's watch server reads the store's revision, then registers the watcher from the next
         one, and a write that lands in between leaves the watcher in the unsynced group (above): about one grant
-        mark in a hundred came 7-76 ms after the delete in the contention bench (bench/handoff_breakdown.py), the
+        mark in a hundred came 7-71 ms after the delete in the contention bench (bench/handoff_breakdown.py), the
         others within 2 ms. Correctness rests on neither: a take after a grant fails and reads the lock key naming
         us (``_won_if_mine``). A deleted lock key (its holder took it free, with no queue entry) brings no grant.
         """
