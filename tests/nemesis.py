@@ -100,6 +100,9 @@ class Settings:
     threads: int = 2  # per process
     names: int = 3  # lock names per system
     stop_timeout: float = 90.0  # per client process, after its stdin closed, to report "done"
+    #: The same for the stock control's processes (None: ``stop_timeout``); a run that only reports the control's
+    #: stop problems need not wait as long for a control process that cannot stop (tests/planned.py).
+    control_stop_timeout: float | None = None
 
 
 @dataclass
@@ -342,8 +345,11 @@ def stop_clients(r: Rig) -> list[str]:
     for host, procs in r.clients.items():
         for k, (system, proc) in enumerate(procs):
             label = f"{host}-{system}-{sum(1 for s, _ in procs[:k] if s == system)}"  # as in its history's name
+            timeout = r.settings.stop_timeout
+            if system == "stock" and r.settings.control_stop_timeout is not None:
+                timeout = r.settings.control_stop_timeout
             try:
-                done = proc.wait_event("done", timeout=r.settings.stop_timeout)
+                done = proc.wait_event("done", timeout=timeout)
                 problems += [f"{c}: a thread did not stop" for c in done["stuck"]]
             except AssertionError as exc:
                 problems.append(f"{label}: {str(exc).splitlines()[0]} (its stacks: {label}.jsonl.stacks)")
