@@ -3,8 +3,10 @@
 #
 #   deploy/cinder-aa/venv.sh [VENV]      (default $LOCKD_AA_VENV, else <repo>/.cinder-aa/venv)
 #
-# Cinder pins many libraries, so it gets a virtualenv of its own; made on first use (PyPI), lockd re-installed
-# every time (cheap when nothing changed). Prints the virtualenv's path.
+# Cinder pins many libraries, so it gets a virtualenv of its own; made on first use (PyPI). lockd is installed
+# (editable) again whenever the checkout or its packaging files (pyproject.toml, setup.py, the .pth hook) changed
+# since the last install: a stamp in the virtualenv records them (a reinstall costs about 5 s, and the tests run
+# this script four times). Prints the virtualenv's path.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 venv=${1:-${LOCKD_AA_VENV:-$repo/.cinder-aa/venv}}
@@ -14,5 +16,11 @@ if [ ! -x "$venv/bin/cinder-volume" ]; then
     "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
     "$venv/bin/python" -m pip install -q 'cinder==29.*' PyMySQL
 fi
-"$venv/bin/python" -m pip install -q -e "$repo" >/dev/null 2>&1 || "$venv/bin/python" -m pip install -q -e "$repo" >&2
+stamp="$venv/.lockd-install"
+want="$repo $(cat "$repo/pyproject.toml" "$repo/setup.py" "$repo/lockd_lockutils_patch.pth" | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    rm -f "$stamp"
+    "$venv/bin/python" -m pip install -q -e "$repo" >/dev/null 2>&1 || "$venv/bin/python" -m pip install -q -e "$repo" >&2
+    echo "$want" >"$stamp"
+fi
 echo "$venv"
