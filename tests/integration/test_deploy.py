@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -227,6 +228,9 @@ def test_ocf_never_forgets_a_live_process_pid_file(tmp_path: Path) -> None:
     stand_in = tmp_path / "stand-in.sh"  # a script, so that its command line names no "serve" before the exec
     stand_in.write_text(f"sleep 1.5\nexec {sys.executable} -c 'import time; time.sleep(60)' serve\n")
     child = subprocess.Popen(["sh", str(stand_in)])
+    # Reaped the moment it exits, as init reaps a real lockd (the agent's shell is gone): unreaped, the stopped
+    # stand-in stays a zombie that `kill -0` still finds, and the agent's stop waited out its whole timeout (15 s).
+    threading.Thread(target=child.wait, daemon=True).start()
     try:
         pid_file.write_text(f"{child.pid}\n")
         early = subprocess.run([str(DEPLOY / "pacemaker" / "lockd"), "monitor"], env=env, capture_output=True,
