@@ -147,8 +147,9 @@ _DEFLATE = (1, zlib.DEFLATED, -12, 4)  # fast, a 4 KiB window (a mark is smaller
 _CHAIN = 8
 _OLDEST = {"limit": str(_CHAIN + 1), "sort_target": "CREATE", "sort_order": "ASCEND"}
 #: After the entry ahead of us went, how long to wait for a grant that came in the same txn (see _wait_for_turn).
-#: Its event, when etcd serves our watch promptly, follows the delete's within 2 ms (on a quiet 2-core machine, all
-#: but one in a thousand); after that one read of our entry says whether the grant came (see _wait_for_turn).
+#: Its event, when etcd serves our watch promptly, follows the delete's within 2 ms (271 of 280 such handoffs in
+#: a quiet contention bench; the other 9 came 7-71 ms late: see _wait_for_turn); then one read of our entry says
+#: whether the grant came.
 _GRANT_GRACE = 0.002
 
 
