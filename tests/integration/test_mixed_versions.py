@@ -1,5 +1,6 @@
-"""A rolling upgrade of the lock clients: processes on the lockd before the grant (PREVIOUS, taken from this
-repository's own history) and on this one lock the same names.
+"""A rolling upgrade of the lock clients: processes on an older lockd (PREVIOUS, taken from this repository's own
+history) and on this one lock the same names. Two older trees: the lockd before the grant, and the last one whose
+grant marks were JSON (its processes cannot read a packed mark, so they read the queue at their release).
 
 The grant changed the protocol between holders: a release may now hand the lock to the next lockd waiter by
 writing the lock key for it, and a queue entry carries the holder value it would get. An older waiter knows
@@ -24,16 +25,17 @@ from tests import history
 from tests.etcd_process import queue_entries
 from tests.procs import REPO, WorkerProcess, wait_for
 
-#: main before the grant (the last commit whose release always deleted the lock key).
-PREVIOUS = "d3e9288"
+#: main before the grant (the last commit whose release always deleted the lock key), and main before grant marks
+#: were packed (JSON marks; it reads a packed one as unreadable).
+PREVIOUS = {"before-grant": "d3e9288", "json-marks": "e060cde"}
 
 
-@pytest.fixture(scope="module")
-def previous(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The PREVIOUS tree (lockd and its test helpers), from ``git archive``: what a node not yet upgraded runs."""
-    tree = tmp_path_factory.mktemp("previous")
+@pytest.fixture(scope="module", params=list(PREVIOUS))
+def previous(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A PREVIOUS tree (lockd and its test helpers), from ``git archive``: what a node not yet upgraded runs."""
+    tree = tmp_path_factory.mktemp(request.param)
     archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", PREVIOUS, "lockd", "drivers_shim", "tests"],
+        ["git", "-C", str(REPO), "archive", PREVIOUS[request.param], "lockd", "drivers_shim", "tests"],
         capture_output=True,
         check=True,
     ).stdout
