@@ -159,8 +159,12 @@ class EtcdStatusStore:
             self._known[key] = seen
         return seen
 
+    def _fetch(self, key: bytes) -> _Seen:
+        """The key read from etcd now, remembered."""
+        return self._remember(key, _Seen(self.client.get(key)))
+
     def _read(self, key: bytes) -> KeyValue | None:
-        return self._remember(key, _Seen(self.client.get(key))).kv
+        return self._fetch(key).kv
 
     def _guess(self, key: bytes, wanted: frozenset[str | None], fence: Fence | None) -> _Seen | None:
         """The remembered key if it would pass the checks (so a txn is worth trying on it), else None."""
@@ -210,7 +214,7 @@ class EtcdStatusStore:
         if fenced is not None and (fenced.token == 0 or not (self._local(fenced) or still_owner(fenced))):
             kv = self._read(key)
             return Result(False, _status_of(kv), kv.mod_revision if kv else 0, NOT_OWNER)
-        seen = self._guess(key, wanted, fenced) or self._remember(key, _Seen(self.client.get(key)))
+        seen = self._guess(key, wanted, fenced) or self._fetch(key)
         write_id = uuid.uuid4().hex
         for _ in range(MAX_ATTEMPTS):
             answer = self._attempt(key, seen, wanted, new, fenced, who, write_id)
